@@ -1,0 +1,454 @@
+"""The FastAPI service: search, documents, admin reindex, health, readiness, metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.jobs import JobConflict, ReindexJobs
+from api.keys import KeyStore, Role
+from api.logs import request_id
+from api.metrics import Metrics
+from api.models import (
+    DocumentBatch,
+    DocumentOut,
+    ErrorOut,
+    Explanation,
+    JobOut,
+    ReindexRequest,
+    SearchFilters,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+    WriteResponse,
+    WriteResultOut,
+)
+from indexer.collection import Collection, open_collection
+from indexer.versioning import Outcome
+from search.config import Settings
+from search.documents import DocumentWrite
+from search.filters import Filters
+from streaming.consumer import DocumentConsumer
+from streaming.metrics import StreamMetrics
+
+log = logging.getLogger("api")
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422)
+}
+
+
+@dataclass
+class Services:
+    settings: Settings
+    collection: Collection
+    keys: KeyStore
+    jobs: ReindexJobs
+    metrics: Metrics
+    consumer: DocumentConsumer | None = None
+
+
+def create_app(settings: Settings, collection: Collection | None = None, consume: bool = False) -> FastAPI:
+    """The app for one data directory. ``collection`` may be given (tests); else it is
+    opened at start-up and closed at shutdown. ``consume`` runs the Kafka consumer in-process."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = collection is None
+        if owned:
+            app.state.services = _services(settings, open_collection(settings))
+        svc: Services = app.state.services
+        live = svc.collection
+        if consume:
+            svc.consumer = DocumentConsumer(settings, live, StreamMetrics(svc.metrics.registry))
+            svc.consumer.start()
+        stop_following = threading.Event()
+        if settings.index.follow_interval_ms:
+            threading.Thread(
+                target=_follow, args=(live, settings.index.follow_interval_ms / 1000, stop_following),
+                name="dss-follower", daemon=True,
+            ).start()
+        if not settings.api.auth:
+            log.warning("authentication is OFF (api.auth=false): every client has admin rights; use only for a local sample")
+        log.info("ready", extra={"documents": live.store.stats().live, "generation": live.generation.name})
+        yield
+        stop_following.set()
+        if svc.consumer is not None:
+            svc.consumer.stop()
+        if owned:
+            live.close()
+
+    app = FastAPI(
+        title="deepseek-search",
+        version="0.1.0",
+        description="Semantic search: dense (FAISS) + BM25 (tantivy) over a versioned document store.",
+        lifespan=lifespan,
+        responses=ERRORS,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
+    app.middleware("http")(_observe)
+    _install_error_handlers(app)
+    _routes(app)
+    if collection is not None:
+        app.state.services = _services(settings, collection)
+    return app
+
+
+def _services(settings: Settings, collection: Collection) -> Services:
+    return Services(settings, collection, KeyStore(settings.data_dir), ReindexJobs(collection), Metrics())
+
+
+def _follow(collection: Collection, interval: float, stop: threading.Event) -> None:
+    """Keep the indexes in step with writes made by other processes to a shared store."""
+    while not stop.wait(interval):
+        try:
+            if changes := collection.catch_up():
+                log.info("followed the store", extra={"changes": changes})
+        except Exception:  # a store hiccup must not end the thread; the next poll retries
+            log.exception("following the store failed")
+
+
+# -- cross-cutting: request ids, logs, metrics, body limit, errors -------------------------
+
+
+async def _observe(request: Request, call_next: Callable) -> Response:
+    rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+    token = request_id.set(rid[:128])
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await call_next(request)
+        status = response.status_code
+        response.headers["X-Request-ID"] = rid[:128]
+        return response
+    finally:
+        seconds = time.perf_counter() - started
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        services: Services | None = getattr(request.app.state, "services", None)
+        if services is not None:
+            services.metrics.requests.labels(request.method, path, str(status)).observe(seconds)
+        log.info(
+            "request",
+            extra={"method": request.method, "route": path, "status": status, "ms": round(seconds * 1000, 2)},
+        )
+        request_id.reset(token)
+
+
+class BodySizeLimit:
+    """Refuses bodies over ``max_bytes`` with 413, whether or not Content-Length is sent."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await _too_large(self.max_bytes, send)
+        # Read the body up to the limit before the app sees it (FastAPI would turn an error
+        # raised mid-read into a 400), then replay it.
+        messages: list[Message] = []
+        received = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                return await _too_large(self.max_bytes, send)
+            if not message.get("more_body", False):
+                break
+        replay = iter(messages)
+
+        async def replayed() -> Message:
+            return next(replay, None) or await receive()
+
+        await self.app(scope, replayed, send)
+
+
+async def _too_large(limit: int, send: Send) -> None:
+    body = json.dumps({"error": f"request body larger than {limit} bytes"}).encode()
+    await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _error(status: int, message: str, details: list[dict[str, Any]] | None = None, headers=None) -> JSONResponse:
+    body = ErrorOut(error=message, request_id=request_id.get(), details=details)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in exc.errors()
+        ]
+        summary = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details[:5])
+        return _error(422, f"invalid request: {summary}", details)
+
+
+# -- dependencies ----------------------------------------------------------------------------
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+
+
+def require(role: Role) -> Callable[..., None]:
+    def check(svc: ServicesDep, key: Annotated[str | None, Depends(api_key_header)]) -> None:
+        if not svc.settings.api.auth:
+            return
+        if not key:
+            raise HTTPException(401, "missing API key: send it in the X-API-Key header", {"WWW-Authenticate": "ApiKey"})
+        granted = svc.keys.role_of(key)
+        if granted is None:
+            raise HTTPException(401, "unknown or revoked API key", {"WWW-Authenticate": "ApiKey"})
+        if granted < role:
+            raise HTTPException(403, f"this endpoint needs the {role.name} role; the key has {granted.name}")
+
+    return check
+
+
+Reader = Depends(require(Role.reader))
+Writer = Depends(require(Role.writer))
+Admin = Depends(require(Role.admin))
+
+
+# -- routes ------------------------------------------------------------------------------------
+
+
+def _routes(app: FastAPI) -> None:
+    @app.get("/health", tags=["ops"])
+    def health() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["ops"])
+    def ready(svc: ServicesDep) -> JSONResponse:
+        """Readiness: index loaded and store reachable. Cache and broker only degrade it."""
+        checks: dict[str, str] = {"index": f"loaded ({svc.collection.generation.name})"}
+        ok = True
+        try:
+            with svc.collection.store.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            checks["store"] = "ok"
+        except Exception as exc:
+            ok, checks["store"] = False, f"unreachable: {type(exc).__name__}"
+        checks["cache"] = "not configured"
+        consumer = svc.consumer
+        if consumer is None:
+            checks["broker"] = "not configured"
+        else:
+            status = consumer.status
+            checks["broker"] = status.state + (f": {status.reason}" if status.reason else "")
+        return JSONResponse({"status": "ready" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["ops"], dependencies=[Admin])
+    def metrics(svc: ServicesDep) -> Response:
+        """Prometheus metrics (admin)."""
+        m, collection = svc.metrics, svc.collection
+        stats = collection.store.stats()
+        m.documents.labels("live").set(stats.live)
+        m.documents.labels("deleted").set(stats.deleted)
+        m.index_size.labels("vector").set(collection.vectors.count)
+        m.index_size.labels("lexical").set(collection.lexical.count)
+        for state, n in svc.jobs.counts().items():
+            m.reindex_jobs.labels(state).set(n)
+        running = svc.jobs.running()
+        m.reindex_progress.set(running.progress if running else 0)
+        return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/search", tags=["search"], dependencies=[Reader], response_model=SearchResponse)
+    def search_get(
+        svc: ServicesDep,
+        q: Annotated[str, Query(min_length=1, max_length=10_000)],
+        k: Annotated[int, Query(ge=1, le=1000)] = 10,
+        offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+        mode: Annotated[str, Query(pattern="^(dense|lexical|hybrid|default)$")] = "default",
+        category: Annotated[list[str] | None, Query(max_length=100)] = None,
+        meta: Annotated[
+            list[str] | None, Query(description="Metadata filter FIELD=VALUE (repeatable); VALUE is JSON or a string.")
+        ] = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+        nprobe: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
+        explain: bool = False,
+    ) -> SearchResponse:
+        """Search with query parameters (see POST /search for the JSON form)."""
+        filters = SearchFilters(
+            category=category or [],
+            metadata=_parse_meta(meta or []),
+            updated_after=updated_after,
+            updated_before=updated_before,
+        )
+        request = SearchRequest(q=q, k=k, offset=offset, mode=mode, nprobe=nprobe, explain=explain, filters=filters)
+        return _search(svc, request)
+
+    @app.post("/search", tags=["search"], dependencies=[Reader], response_model=SearchResponse)
+    def search_post(svc: ServicesDep, request: SearchRequest) -> SearchResponse:
+        """Search: dense, lexical, hybrid or the default mode, with filters and explanations."""
+        return _search(svc, request)
+
+    @app.post("/documents", tags=["documents"], dependencies=[Writer], response_model=WriteResponse)
+    def upsert_documents(svc: ServicesDep, batch: DocumentBatch) -> WriteResponse:
+        """Batch upsert. Older versions than the stored ones are reported as stale, not applied."""
+        limits = svc.settings
+        if len(batch.documents) > limits.api.max_batch_documents:
+            raise HTTPException(413, f"at most {limits.api.max_batch_documents} documents per request")
+        for doc in batch.documents:
+            if len(doc.title) + len(doc.text) > limits.ingest.max_text_chars:
+                raise HTTPException(413, f"document {doc.id!r} is longer than {limits.ingest.max_text_chars} characters")
+        changes = [DocumentWrite(**doc.model_dump(), op="upsert") for doc in batch.documents]
+        return _write(svc, changes)
+
+    @app.get("/documents/{doc_id}", tags=["documents"], dependencies=[Reader], response_model=DocumentOut)
+    def get_document(svc: ServicesDep, doc_id: str) -> DocumentOut:
+        doc = svc.collection.store.get(doc_id)
+        if doc is None:
+            raise HTTPException(404, f"document {doc_id!r} not found")
+        return DocumentOut(**doc.to_dict())
+
+    @app.delete("/documents/{doc_id}", tags=["documents"], dependencies=[Writer], response_model=WriteResponse)
+    def delete_document(
+        svc: ServicesDep, doc_id: str, version: Annotated[int | None, Query(ge=0, le=2**62)] = None
+    ) -> WriteResponse:
+        """Erase a document: its text, metadata and embedding leave the store and every index.
+        A tombstone keeps the id and version so a late older write cannot bring it back."""
+        if len(doc_id) > 512:
+            raise HTTPException(404, "document not found")
+        result = _write(svc, [DocumentWrite(id=doc_id, op="delete", version=version)])
+        if result.results[0].reason == "not found":
+            raise HTTPException(404, f"document {doc_id!r} not found")
+        return result
+
+    @app.post("/admin/reindex", tags=["admin"], dependencies=[Admin], response_model=JobOut, status_code=202)
+    def start_reindex(svc: ServicesDep, request: ReindexRequest | None = None) -> JobOut:
+        """Rebuild the indexes in the background (optionally with a new encoder). Queries are
+        answered from the current index until the new one is swapped in atomically."""
+        try:
+            job = svc.jobs.start(request.encoder if request else None)
+        except JobConflict as exc:
+            raise HTTPException(409, str(exc)) from None
+        return _job_out(job)
+
+    @app.get("/admin/jobs/{job_id}", tags=["admin"], dependencies=[Admin], response_model=JobOut)
+    def get_job(svc: ServicesDep, job_id: str) -> JobOut:
+        job = svc.jobs.jobs.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"job {job_id!r} not found")
+        return _job_out(job)
+
+
+def _parse_meta(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise HTTPException(422, f"invalid meta filter {pair!r}: expected FIELD=VALUE")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        if not isinstance(value, (str, int, float, bool)) or value is None:
+            value = raw
+        out[name] = value
+    return out
+
+
+def _search(svc: Services, request: SearchRequest) -> SearchResponse:
+    api = svc.settings.api
+    if len(request.q) > api.max_query_chars:
+        raise HTTPException(422, f"q is longer than {api.max_query_chars} characters")
+    if request.k > api.max_k:
+        raise HTTPException(422, f"k must be at most {api.max_k}")
+    if request.offset > api.max_offset:
+        raise HTTPException(422, f"offset must be at most {api.max_offset}")
+    f = request.filters
+    filters = Filters(tuple(f.category), dict(f.metadata), f.updated_after, f.updated_before)
+    indexes = svc.collection.indexes  # one generation for the whole request
+    result = indexes.engine.search(request.q, request.k, request.mode, request.nprobe, request.offset, filters)
+    for stage, ms in result.timings_ms.items():
+        svc.metrics.search_stage.labels(stage).observe(ms / 1000)
+    hits = [
+        SearchHit(
+            id=h.id,
+            score=h.score,
+            title=h.title,
+            snippet=h.snippet,
+            category=h.category,
+            updated_at=h.updated_at,
+            metadata=h.metadata,
+            explain=Explanation(signals=h.signals, weights=result.weights) if request.explain else None,
+        )
+        for h in result.hits
+    ]
+    return SearchResponse(
+        query=request.q,
+        mode=result.mode,
+        k=request.k,
+        offset=request.offset,
+        generation=indexes.generation.name,
+        hits=hits,
+        timings_ms=result.timings_ms,
+    )
+
+
+def _write(svc: Services, changes: list[DocumentWrite]) -> WriteResponse:
+    report = svc.collection.write(changes)
+    for outcome in Outcome:
+        if n := report.count(outcome):
+            svc.metrics.writes.labels(outcome.value).inc(n)
+    return WriteResponse(
+        applied=report.applied,
+        unchanged=report.unchanged,
+        stale=len(report.stale),
+        seq=report.last_seq,
+        results=[
+            WriteResultOut(id=r.id, op=r.op, outcome=r.outcome.value, version=r.version, reason=r.reason)
+            for r in report.results
+        ],
+    )
+
+
+def _job_out(job) -> JobOut:
+    return JobOut(
+        id=job.id,
+        state=job.state,
+        progress=round(job.progress, 4),
+        done=job.done,
+        total=job.total,
+        created_at=job.created_at,
+        finished_at=job.finished_at,
+        error=job.error,
+        result=job.result,
+    )

@@ -1,0 +1,421 @@
+"""The ``dss`` command line: ingest, search, eval, stats, reindex, serve, keys."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from search.config import ConfigError, Settings, load_settings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models are local files; never reach for a hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="deepseek-search: semantic search engine.")
+console = Console()
+err = Console(stderr=True)
+
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", help="YAML settings file.")]
+DataDirOption = Annotated[Optional[Path], typer.Option("--data-dir", help="Data directory (store, indexes).")]
+ModeOption = Annotated[str, typer.Option("--mode", help="dense | lexical | hybrid | default")]
+
+
+def _settings(config: Path | None, data_dir: Path | None) -> Settings:
+    try:
+        return load_settings(config, data_dir=data_dir)
+    except ConfigError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+@contextmanager
+def _open(settings: Settings) -> Iterator["Collection"]:
+    from indexer.collection import Collection, open_collection  # noqa: F401 (heavy imports)
+    from search.vector_index import EncoderMismatch
+
+    with err.status("loading encoder and indexes"):
+        try:
+            collection = open_collection(settings)
+        except EncoderMismatch as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+    try:
+        yield collection
+    finally:
+        collection.close()
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+
+
+@app.command()
+def ingest(
+    path: Annotated[Path, typer.Argument(help="JSONL file or BEIR folder (corpus.jsonl).")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Add or update documents; unchanged ones are skipped, bad lines reported and skipped."""
+    from indexer.ingest import count_lines, ingest as run_ingest
+
+    settings = _settings(config, data_dir)
+    try:
+        total = count_lines(path)
+    except FileNotFoundError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    with _open(settings) as collection, _progress() as progress:
+        task = progress.add_task("ingesting", total=total)
+        report = run_ingest(
+            collection,
+            path,
+            settings.ingest.batch_size,
+            settings.ingest.max_text_chars,
+            on_batch=lambda n: progress.advance(task, n),
+        )
+    for bad in report.bad[:50]:
+        err.print(f"[yellow]line {bad.line}: {bad.error}[/yellow]")
+    if len(report.bad) > 50:
+        err.print(f"[yellow]... and {len(report.bad) - 50} more bad lines[/yellow]")
+    console.print(
+        f"read {report.read}, applied {report.applied}, unchanged {report.unchanged}, "
+        f"stale {report.stale}, bad lines {len(report.bad)} in {report.seconds:.1f}s "
+        f"({report.docs_per_s:.1f} docs/s)"
+    )
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument()],
+    k: Annotated[int, typer.Option("-k", min=1, max=1000)] = 10,
+    mode: ModeOption = "default",
+    nprobe: Annotated[Optional[int], typer.Option(min=1)] = None,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Search and print a result table."""
+    settings = _settings(config, data_dir)
+    with _open(settings) as collection:
+        try:
+            result = collection.engine.search(query, k=k, mode=mode, nprobe=nprobe)
+        except ValueError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+    table = Table(title=f"{query!r} ({result.mode})")
+    for column in ("#", "id", "score", "title", "snippet"):
+        table.add_column(column, overflow="fold")
+    for rank, hit in enumerate(result.hits, start=1):
+        table.add_row(str(rank), hit.id, f"{hit.score:.4f}", hit.title[:60], hit.snippet[:100])
+    console.print(table)
+    console.print(", ".join(f"{name} {ms:.1f} ms" for name, ms in result.timings_ms.items()))
+
+
+@app.command("eval")
+def evaluate(
+    beir_dir: Annotated[Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv")],
+    mode: ModeOption = "default",
+    nprobe: Annotated[Optional[int], typer.Option(min=1)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of results.")] = False,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Index a BEIR collection (into a temporary data dir unless --data-dir) and score it."""
+    from indexer.collection import open_collection
+    from indexer.ingest import count_lines, ingest as run_ingest
+    from search.evaluation import evaluate as run_eval
+
+    with tempfile.TemporaryDirectory(prefix="dss-eval-") as tmp:
+        settings = _settings(config, data_dir or Path(tmp))
+        started = time.perf_counter()
+        with err.status("loading encoder"):
+            collection = open_collection(settings)
+        load_seconds = time.perf_counter() - started
+        try:
+            with _progress() as progress:
+                task = progress.add_task("indexing", total=count_lines(beir_dir))
+                report = run_ingest(
+                    collection,
+                    beir_dir,
+                    settings.ingest.batch_size,
+                    settings.ingest.max_text_chars,
+                    on_batch=lambda n: progress.advance(task, n),
+                )
+            try:
+                result = run_eval(collection.engine, beir_dir, mode, nprobe)
+            except ValueError as exc:
+                err.print(f"[red]{exc}[/red]")
+                raise typer.Exit(2) from None
+            state = collection.vectors.state
+        finally:
+            collection.close()
+    resolved_mode = collection.engine.resolve_mode(mode)
+    summary = {
+        "collection": beir_dir.name,
+        "mode": resolved_mode,
+        **result.metrics,
+        "docs": report.read,
+        "queries": result.queries,
+        "ingest_docs_per_s": round(report.docs_per_s, 2),
+        "ingest_s": round(report.seconds, 2),
+        "search_ms_per_query": round(1000 * result.search_seconds / max(result.queries, 1), 3),
+        "encoder": str(collection.encoder.fingerprint),
+        "index": state.kind,
+        "load_s": round(load_seconds, 2),
+    }
+    table = Table(title=f"{beir_dir.name} · {resolved_mode}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        table.add_row(key, str(value))
+    console.print(table)
+    if as_json:
+        print(json.dumps(summary), flush=True)
+
+
+@app.command()
+def stats(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
+    """Counts, index type and training state, encoder, sizes on disk."""
+    from indexer.layout import disk_usage
+
+    settings = _settings(config, data_dir)
+    with _open(settings) as collection:
+        store = collection.store.stats()
+        state = collection.vectors.state
+        rows = {
+            "documents (live)": store.live,
+            "tombstones": store.deleted,
+            "change sequence": store.last_seq,
+            "encoder": str(collection.encoder.fingerprint),
+            "encoder device": collection.encoder.device,
+            "vector index": state.kind,
+            "vector count": state.count,
+            "trained": f"yes, at {state.trained_size} vectors (nlist {state.nlist})"
+            if state.trained_size
+            else f"no: exact search until {collection.vectors.settings.train_points_per_list} x nlist vectors",
+            "nprobe (default)": collection.vectors.default_nprobe() if state.trained_size else "-",
+            "gpu": state.gpu,
+            "lexical documents": collection.lexical.count,
+            "index generation": collection.generation.name,
+            "vector index on disk": _size(disk_usage(collection.generation / "vectors")),
+            "lexical index on disk": _size(disk_usage(collection.generation / "lexical")),
+            "store": collection.store.engine.url.render_as_string(hide_password=True),
+        }
+        if collection.store.dialect == "sqlite":
+            rows["store on disk"] = _size(
+                sum(disk_usage(p) for p in settings.data_dir.glob("store.sqlite*"))
+            )
+    table = Table(title=f"deepseek-search · {settings.data_dir}")
+    table.add_column("")
+    table.add_column("", justify="right")
+    for key, value in rows.items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+@app.command()
+def reindex(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
+    """Rebuild every index from the store (re-encoding only if the encoder changed)."""
+    from indexer.reindex import rebuild
+    from search.encoders import load_encoder
+    from search.store import Store
+
+    settings = _settings(config, data_dir)
+    with err.status("loading encoder"):
+        encoder = load_encoder(settings.encoder)
+    store = Store(settings.store_url)
+    try:
+        with _progress() as progress:
+            task = progress.add_task("reindexing", total=max(store.stats().live, 1))
+            report = rebuild(
+                settings, store, encoder, progress=lambda done, total: progress.update(task, completed=done)
+            )
+    finally:
+        store.close()
+    console.print(f"reindexed {report.documents} documents into {report.generation.name} (seq {report.seq})")
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Bind address (default: api.host).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default: api.port).")] = None,
+    consume: Annotated[bool, typer.Option("--consume", help="Also run the Kafka consumer in-process.")] = False,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from api.app import create_app
+    from api.logs import configure_json_logging
+    from search.vector_index import EncoderMismatch
+
+    settings = _settings(config, data_dir)
+    configure_json_logging()
+    try:
+        uvicorn.run(
+            create_app(settings, consume=consume),
+            host=host or settings.api.host,
+            port=port or settings.api.port,
+            log_config=None,
+            access_log=False,
+        )
+    except EncoderMismatch as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def consume(
+    metrics_port: Annotated[Optional[int], typer.Option(help="Serve Prometheus metrics on this port.")] = None,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Apply document-change events from Kafka until stopped (SIGTERM / Ctrl-C)."""
+    import signal
+    import threading
+
+    from api.logs import configure_json_logging
+    from streaming.consumer import DocumentConsumer
+    from streaming.metrics import StreamMetrics
+
+    settings = _settings(config, data_dir)
+    configure_json_logging()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with _open(settings) as collection:
+        metrics = StreamMetrics()
+        if metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+        consumer = DocumentConsumer(settings, collection, metrics)
+        consumer.start()
+        logging.getLogger("dss").info(
+            "consuming", extra={"topic": settings.kafka.topic, "bootstrap": settings.kafka.bootstrap_servers}
+        )
+        stop.wait()
+        consumer.stop()
+
+
+@app.command()
+def produce(
+    path: Annotated[Path, typer.Argument(help="JSONL: one event (or document) a line.")],
+    topic: Annotated[Optional[str], typer.Option(help="Topic (default: kafka.topic).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Publish document-change events, keyed by id. A line without "version" gets the current
+    time in microseconds (later publishes win); "op" defaults to upsert; bad lines are skipped."""
+    import time as clock
+
+    from pydantic import ValidationError
+
+    from streaming.producer import make_producer, publish
+    from streaming.schema import DocumentEvent
+
+    settings = _settings(config, None)
+    events, bad = [], 0
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                record.setdefault("schema", 1)
+                record.setdefault("op", "upsert")
+                record.setdefault("version", clock.time_ns() // 1000)
+                if "_id" in record:
+                    record["id"] = str(record.pop("_id"))
+                events.append(DocumentEvent.model_validate_json(json.dumps(record)))
+            except (ValueError, ValidationError, AttributeError) as exc:
+                bad += 1
+                err.print(f"[yellow]line {number}: {str(exc).splitlines()[0]}[/yellow]")
+    producer = make_producer(settings.kafka)
+    sent = publish(producer, topic or settings.kafka.topic, events)
+    producer.close()
+    console.print(f"published {sent} events to {topic or settings.kafka.topic}, skipped {bad} bad lines")
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys (stored as hashes in the data dir).")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="reader | writer | admin")],
+    name: Annotated[Optional[str], typer.Option(help="A name to list and revoke it by.")] = None,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Create a key and print it once; only its hash is stored."""
+    from api.keys import KeyStore, Role
+
+    settings = _settings(config, data_dir)
+    if role not in Role.__members__:
+        err.print(f"[red]role must be one of {', '.join(Role.__members__)}[/red]")
+        raise typer.Exit(2)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        secret, record = KeyStore(settings.data_dir).create(Role[role], name)
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    err.print(f"created {record.role} key {record.name!r}; it is shown only this once:")
+    print(secret)
+
+
+@keys_app.command("list")
+def keys_list(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
+    """List keys (names and roles; the keys themselves are not stored)."""
+    from api.keys import KeyStore
+
+    settings = _settings(config, data_dir)
+    table = Table()
+    for column in ("name", "role", "created"):
+        table.add_column(column)
+    for key in KeyStore(settings.data_dir).list():
+        table.add_row(key.name, key.role, key.created_at)
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: str, config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
+    """Revoke a key by name (a running server stops accepting it at once)."""
+    from api.keys import KeyStore
+
+    settings = _settings(config, data_dir)
+    if not KeyStore(settings.data_dir).revoke(name):
+        err.print(f"[red]no key named {name!r}[/red]")
+        raise typer.Exit(1)
+    console.print(f"revoked {name!r}")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)

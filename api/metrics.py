@@ -1,0 +1,41 @@
+"""Prometheus metrics, one registry per app (so tests can run several apps side by side)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Histogram(
+            "dss_http_request_duration_seconds",
+            "HTTP request latency by route and status.",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.search_stage = Histogram(
+            "dss_search_stage_seconds",
+            "Search latency by stage (encode, vector, lexical, fuse, hydrate, filter).",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.documents = Gauge(
+            "dss_documents", "Documents in the store.", ["state"], registry=self.registry
+        )
+        self.index_size = Gauge(
+            "dss_index_documents", "Documents in each index.", ["index"], registry=self.registry
+        )
+        self.writes = Counter(
+            "dss_document_writes_total", "Document writes by outcome.", ["outcome"], registry=self.registry
+        )
+        self.reindex_jobs = Gauge(
+            "dss_reindex_jobs", "Reindex jobs by state.", ["state"], registry=self.registry
+        )
+        self.reindex_progress = Gauge(
+            "dss_reindex_progress_ratio", "Progress of the running reindex job (0-1).", registry=self.registry
+        )

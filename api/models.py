@@ -1,0 +1,131 @@
+"""HTTP request and response bodies. Limits here are hard caps; settings may be stricter."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+from search.config import EncoderSettings
+from search.documents import MAX_ID_LENGTH
+
+MAX_QUERY_CHARS = 10_000
+MAX_TEXT_CHARS = 1_000_000
+Mode = Literal["dense", "lexical", "hybrid", "default"]
+MetadataValue = StrictStr | StrictBool | StrictInt | StrictFloat
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchFilters(_Strict):
+    category: list[str] = Field(default_factory=list, max_length=100, description="Any of these categories.")
+    metadata: dict[str, MetadataValue] = Field(
+        default_factory=dict, max_length=20, description="Metadata fields that must equal these values."
+    )
+    updated_after: datetime | None = Field(None, description="updated_at >= this (inclusive).")
+    updated_before: datetime | None = Field(None, description="updated_at < this (exclusive).")
+
+
+class SearchRequest(_Strict):
+    q: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    k: int = Field(10, ge=1, le=1000)
+    offset: int = Field(0, ge=0, le=100_000)
+    mode: Mode = "default"
+    nprobe: int | None = Field(None, ge=1, le=1_000_000)
+    explain: bool = False
+    filters: SearchFilters = Field(default_factory=SearchFilters)
+
+
+class Explanation(BaseModel):
+    signals: dict[str, float] = Field(description="Raw score of each signal for this document.")
+    weights: dict[str, float] = Field(description="Weight of each signal in the fused score.")
+
+
+class SearchHit(BaseModel):
+    id: str
+    score: float
+    title: str
+    snippet: str
+    category: str | None = None
+    updated_at: datetime | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    explain: Explanation | None = None
+
+
+class SearchResponse(BaseModel):
+    query: str
+    mode: str
+    k: int
+    offset: int
+    generation: str = Field(description="The index generation that answered (changes after a reindex).")
+    hits: list[SearchHit]
+    timings_ms: dict[str, float]
+
+
+class DocumentIn(_Strict):
+    id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    version: int | None = Field(None, ge=0, le=2**62)
+    title: str = Field("", max_length=10_000)
+    text: str = Field("", max_length=MAX_TEXT_CHARS)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    category: str | None = Field(None, max_length=256)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class DocumentBatch(_Strict):
+    documents: list[DocumentIn] = Field(min_length=1, max_length=10_000)
+
+
+class DocumentOut(BaseModel):
+    id: str
+    version: int
+    title: str
+    text: str
+    metadata: dict[str, Any]
+    category: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class WriteResultOut(BaseModel):
+    id: str
+    op: str
+    outcome: Literal["applied", "unchanged", "stale"]
+    version: int | None
+    reason: str = ""
+
+
+class WriteResponse(BaseModel):
+    applied: int
+    unchanged: int
+    stale: int
+    seq: int = Field(description="The store's change sequence after this write.")
+    results: list[WriteResultOut]
+
+
+class ReindexRequest(_Strict):
+    encoder: EncoderSettings | None = Field(
+        None, description="Re-encode with this encoder configuration; omit to rebuild with the current one."
+    )
+
+
+class JobOut(BaseModel):
+    id: str
+    state: Literal["queued", "running", "succeeded", "failed"]
+    progress: float
+    done: int
+    total: int
+    created_at: datetime
+    finished_at: datetime | None
+    error: str | None
+    result: dict[str, Any] | None
+
+
+class ErrorOut(BaseModel):
+    error: str
+    request_id: str | None = None
+    details: list[dict[str, Any]] | None = None

@@ -1,0 +1,137 @@
+"""Opening everything a data directory holds, wired together and caught up."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from indexer.layout import current_generation
+from indexer.writer import Indexer, Progress, WriteReport
+from search.config import Settings
+from search.documents import DocumentWrite
+from search.encoders import Encoder, load_encoder
+from search.engine import SearchEngine
+from search.lexical import LexicalIndex
+from search.store import Store
+from search.vector_index import EncoderMismatch, VectorIndex
+
+log = logging.getLogger(__name__)
+ENCODER_FILE = "encoder.json"  # the encoder settings a generation was built with
+
+
+@dataclass
+class Indexes:
+    """One generation of indexes, the engine reading them and the indexer feeding them."""
+
+    generation: Path
+    encoder: Encoder
+    vectors: VectorIndex
+    lexical: LexicalIndex
+    indexer: Indexer
+    engine: SearchEngine
+
+    def close(self) -> None:
+        self.indexer.snapshot()
+        self.lexical.close()
+
+
+@dataclass
+class Collection:
+    """A data directory in use. Readers take ``collection.indexes`` once per request; a
+    reindex replaces it in one assignment, so a query runs wholly on the old or the new."""
+
+    settings: Settings
+    store: Store
+    indexes: Indexes
+    _write_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # Shorthands for the live generation.
+    @property
+    def engine(self) -> SearchEngine:
+        return self.indexes.engine
+
+    @property
+    def indexer(self) -> Indexer:
+        return self.indexes.indexer
+
+    @property
+    def encoder(self) -> Encoder:
+        return self.indexes.encoder
+
+    @property
+    def vectors(self) -> VectorIndex:
+        return self.indexes.vectors
+
+    @property
+    def lexical(self) -> LexicalIndex:
+        return self.indexes.lexical
+
+    @property
+    def generation(self) -> Path:
+        return self.indexes.generation
+
+    def write(self, changes: Sequence[DocumentWrite]) -> WriteReport:
+        """The write path for every producer (HTTP, Kafka, ingest)."""
+        with self._write_lock:
+            return self.indexes.indexer.write(changes)
+
+    def catch_up(self) -> int:
+        """Apply changes that other processes committed to the store (a follower's poll)."""
+        with self._write_lock:
+            return self.indexes.indexer.catch_up()
+
+    @contextmanager
+    def writes_paused(self) -> Iterator[None]:
+        with self._write_lock:
+            yield
+
+    def close(self) -> None:
+        with self._write_lock:
+            self.indexes.close()
+            self.store.close()
+
+    def __enter__(self) -> "Collection":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_indexes(settings: Settings, store: Store, encoder: Encoder, generation: Path) -> Indexes:
+    """The indexes of one generation and the indexer that keeps them in step with the store."""
+    try:
+        vectors = VectorIndex.load(generation / "vectors", settings.index, encoder.fingerprint)
+    except EncoderMismatch as exc:
+        recorded = generation / ENCODER_FILE
+        if recorded.is_file():
+            raise EncoderMismatch(f"{exc} The index was built with encoder settings {recorded.read_text()}") from None
+        raise
+    lexical = LexicalIndex(generation / "lexical", settings.lexical)
+    indexer = Indexer(settings, store, encoder, vectors, lexical, generation / "vectors")
+    engine = SearchEngine(settings.search, store, encoder, vectors, lexical)
+    (generation / ENCODER_FILE).write_text(json.dumps(settings.encoder.model_dump()))
+    return Indexes(generation, encoder, vectors, lexical, indexer, engine)
+
+
+def open_collection(
+    settings: Settings, encoder: Encoder | None = None, progress: Progress | None = None
+) -> Collection:
+    """Open the store and the current indexes under ``settings.data_dir`` and catch them up.
+
+    Raises ``EncoderMismatch`` when the saved vector index was built by another encoder.
+    """
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    encoder = encoder or load_encoder(settings.encoder)
+    store = Store(settings.store_url)
+    generation = current_generation(settings.data_dir)
+    generation.mkdir(parents=True, exist_ok=True)
+    indexes = open_indexes(settings, store, encoder, generation)
+    caught_up = indexes.indexer.catch_up(progress)
+    if caught_up:
+        log.info("indexes caught up with the store", extra={"changes": caught_up})
+    return Collection(settings, store, indexes)

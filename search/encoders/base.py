@@ -1,0 +1,60 @@
+"""The encoder interface shared by every backend."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What makes two encoders' vectors comparable. Stored with the index and each embedding."""
+
+    backend: str
+    model: str
+    dimension: int
+    pooling: str
+
+    def __str__(self) -> str:
+        return f"{self.backend}:{self.model}:{self.dimension}:{self.pooling}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Fingerprint":
+        backend, model, dimension, pooling = text.rsplit(":", 3)
+        return cls(backend, model, int(dimension), pooling)
+
+
+class Encoder(ABC):
+    """Turns texts into float32 ``[n, d]`` L2-normalised vectors."""
+
+    fingerprint: Fingerprint
+    device: str
+
+    @property
+    def dimension(self) -> int:
+        return self.fingerprint.dimension
+
+    @abstractmethod
+    def encode_documents(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    @abstractmethod
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"encoder.device is {requested!r} but torch sees no CUDA device")
+    return requested
+
+
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)

@@ -1,0 +1,385 @@
+"""The document store: the source of truth that every index follows.
+
+SQLAlchemy 2.x over SQLite (default, WAL mode) or PostgreSQL. Each applied write gets the
+next value of one change sequence; the indexes record the sequence they reflect and catch up
+with ``changes_since(seq)``. Writers serialise on the sequence counter's row for the whole
+transaction, so sequence order is commit order and a reader never skips a change that
+commits late.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from search.documents import DocumentWrite, StoredDocument, as_utc, utcnow
+from search.filters import Filters
+
+SCHEMA_VERSION = 1
+SEQUENCE = "change_seq"
+
+
+class SchemaError(RuntimeError):
+    """The database was written by an incompatible version of deepseek-search."""
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stored as naive UTC (SQLite has no time zones), returned as aware UTC."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        value = as_utc(value)
+        return value.replace(tzinfo=None) if value else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value.replace(tzinfo=timezone.utc) if value else None
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class DocumentRow(Base):
+    __tablename__ = "documents"
+
+    # SQLite only auto-increments an INTEGER PRIMARY KEY; it is 64-bit there as well.
+    key: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    id: Mapped[str] = mapped_column(String(512), unique=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    seq: Mapped[int] = mapped_column(BigInteger, index=True)
+    title: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
+    meta: Mapped[dict | None] = mapped_column(
+        "metadata", JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+    )
+    category: Mapped[str | None] = mapped_column(String(256), index=True)
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    encoder: Mapped[str | None] = mapped_column(String(512))
+
+
+class CounterRow(Base):
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
+class MetaRow(Base):
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+@dataclass(frozen=True)
+class DocumentState:
+    """What the version rules need to know about a stored document."""
+
+    key: int
+    version: int
+    deleted: bool
+    content_hash: str | None
+    encoder: str | None
+    embedding: bytes | None
+    created_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    live: int
+    deleted: int
+    last_seq: int
+
+
+def _to_document(row: DocumentRow, with_embedding: bool = True) -> StoredDocument:
+    return StoredDocument(
+        key=row.key,
+        id=row.id,
+        version=row.version,
+        deleted=row.deleted,
+        seq=row.seq,
+        title=row.title or "",
+        text=row.text or "",
+        metadata=row.meta or {},
+        category=row.category,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        embedding=row.embedding if with_embedding else None,
+        encoder=row.encoder,
+    )
+
+
+class WriteBatch:
+    """One write transaction holding the sequence lock. Obtain it from ``Store.writing()``."""
+
+    def __init__(self, session: Session, first_seq: int) -> None:
+        self._session = session
+        self.last_seq = first_seq
+
+    def states(self, ids: Sequence[str]) -> dict[str, DocumentState]:
+        rows = self._session.execute(
+            select(
+                DocumentRow.id,
+                DocumentRow.key,
+                DocumentRow.version,
+                DocumentRow.deleted,
+                DocumentRow.content_hash,
+                DocumentRow.encoder,
+                DocumentRow.embedding,
+                DocumentRow.created_at,
+            ).where(DocumentRow.id.in_(list(ids)))
+        )
+        return {r.id: DocumentState(*r[1:]) for r in rows}
+
+    def _next_seq(self) -> int:
+        self.last_seq += 1
+        return self.last_seq
+
+    def upsert(
+        self,
+        doc: DocumentWrite,
+        version: int,
+        content_hash: str,
+        embedding: bytes,
+        encoder: str,
+        created_at: datetime | None,
+    ) -> int:
+        now = utcnow()
+        values = dict(
+            version=version,
+            deleted=False,
+            seq=self._next_seq(),
+            title=doc.title,
+            text=doc.text,
+            meta=doc.metadata,
+            category=doc.category,
+            created_at=doc.created_at or created_at or now,
+            updated_at=doc.updated_at or now,
+            content_hash=content_hash,
+            embedding=embedding,
+            encoder=encoder,
+        )
+        self._put(doc.id, values)
+        return values["seq"]
+
+    def delete(self, doc_id: str, version: int) -> int:
+        """A tombstone: keeps id, version and sequence; erases content and embedding."""
+        values = dict(
+            version=version,
+            deleted=True,
+            seq=self._next_seq(),
+            title=None,
+            text=None,
+            meta=None,
+            category=None,
+            created_at=None,
+            updated_at=utcnow(),
+            content_hash=None,
+            embedding=None,
+            encoder=None,
+        )
+        self._put(doc_id, values)
+        return values["seq"]
+
+    def _put(self, doc_id: str, values: dict[str, Any]) -> None:
+        updated = self._session.execute(
+            update(DocumentRow).where(DocumentRow.id == doc_id).values(**values)
+        )
+        if updated.rowcount == 0:
+            self._session.add(DocumentRow(id=doc_id, **values))
+            self._session.flush()
+
+
+class Store:
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.engine: Engine = create_engine(url, echo=echo, pool_pre_ping=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        Base.metadata.create_all(self.engine)
+        self._check_schema()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _check_schema(self) -> None:
+        with Session(self.engine) as session, session.begin():
+            row = session.get(MetaRow, "schema_version")
+            if row is None:
+                session.add(MetaRow(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif int(row.value) != SCHEMA_VERSION:
+                raise SchemaError(
+                    f"store at {self.engine.url.render_as_string(hide_password=True)} has schema "
+                    f"version {row.value}; this deepseek-search expects {SCHEMA_VERSION}"
+                )
+            if session.get(CounterRow, SEQUENCE) is None:
+                session.add(CounterRow(name=SEQUENCE, value=0))
+
+    @contextmanager
+    def writing(self) -> Iterator[WriteBatch]:
+        """A transaction that holds the sequence counter's lock until it commits."""
+        with Session(self.engine) as session, session.begin():
+            # Touching the counter row first takes SQLite's write lock / PostgreSQL's row lock.
+            session.execute(
+                update(CounterRow).where(CounterRow.name == SEQUENCE).values(value=CounterRow.value)
+            )
+            first = session.scalar(select(CounterRow.value).where(CounterRow.name == SEQUENCE))
+            batch = WriteBatch(session, int(first))
+            yield batch
+            session.execute(
+                update(CounterRow).where(CounterRow.name == SEQUENCE).values(value=batch.last_seq)
+            )
+
+    def set_embeddings(self, updates: Sequence[tuple[int, bytes]], encoder: str) -> None:
+        """Replace embeddings after re-encoding; content and sequence are unchanged."""
+        if not updates:
+            return
+        with Session(self.engine) as session, session.begin():
+            session.execute(
+                update(DocumentRow),
+                [{"key": key, "embedding": blob, "encoder": encoder} for key, blob in updates],
+            )
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def get(self, doc_id: str) -> StoredDocument | None:
+        """The live document with this id (tombstones read as absent)."""
+        with Session(self.engine) as session:
+            row = session.scalar(
+                select(DocumentRow).where(DocumentRow.id == doc_id, DocumentRow.deleted.is_(False))
+            )
+            return _to_document(row, with_embedding=False) if row else None
+
+    def get_by_keys(self, keys: Sequence[int]) -> dict[int, StoredDocument]:
+        if not keys:
+            return {}
+        with Session(self.engine) as session:
+            rows = session.scalars(
+                select(DocumentRow).where(
+                    DocumentRow.key.in_([int(k) for k in keys]), DocumentRow.deleted.is_(False)
+                )
+            )
+            return {row.key: _to_document(row, with_embedding=False) for row in rows}
+
+    def keys_matching(self, filters: Filters) -> list[int]:
+        """Keys of live documents that pass every filter."""
+        query = select(DocumentRow.key).where(DocumentRow.deleted.is_(False))
+        if filters.categories:
+            query = query.where(DocumentRow.category.in_(filters.categories))
+        if filters.updated_after:
+            query = query.where(DocumentRow.updated_at >= filters.updated_after)
+        if filters.updated_before:
+            query = query.where(DocumentRow.updated_at < filters.updated_before)
+        for name, value in filters.metadata.items():
+            field = DocumentRow.meta[name]
+            if isinstance(value, bool):
+                query = query.where(field.as_boolean() == value)
+            elif isinstance(value, int):
+                query = query.where(field.as_integer() == value)
+            elif isinstance(value, float):
+                query = query.where(field.as_float() == value)
+            else:
+                query = query.where(field.as_string() == value)
+        with Session(self.engine) as session:
+            return [int(k) for k in session.scalars(query)]
+
+    def changes_since(self, seq: int, batch_size: int = 1000) -> Iterator[list[StoredDocument]]:
+        """Every document (tombstones included) whose last change is after ``seq``, in order."""
+        while True:
+            with Session(self.engine) as session:
+                rows = session.scalars(
+                    select(DocumentRow)
+                    .where(DocumentRow.seq > seq)
+                    .order_by(DocumentRow.seq)
+                    .limit(batch_size)
+                ).all()
+                docs = [_to_document(row) for row in rows]
+            if not docs:
+                return
+            yield docs
+            seq = docs[-1].seq
+
+    def live_documents(self, batch_size: int = 1000) -> Iterator[list[StoredDocument]]:
+        """All live documents in key order, with embeddings (for rebuilds)."""
+        after = 0
+        while True:
+            with Session(self.engine) as session:
+                rows = session.scalars(
+                    select(DocumentRow)
+                    .where(DocumentRow.key > after, DocumentRow.deleted.is_(False))
+                    .order_by(DocumentRow.key)
+                    .limit(batch_size)
+                ).all()
+                docs = [_to_document(row) for row in rows]
+            if not docs:
+                return
+            yield docs
+            after = docs[-1].key
+
+    def last_seq(self) -> int:
+        with Session(self.engine) as session:
+            return int(session.scalar(select(CounterRow.value).where(CounterRow.name == SEQUENCE)))
+
+    def stats(self) -> StoreStats:
+        with Session(self.engine) as session:
+            counts = dict(
+                session.execute(
+                    select(DocumentRow.deleted, func.count()).group_by(DocumentRow.deleted)
+                ).all()
+            )
+        return StoreStats(
+            live=int(counts.get(False, 0)), deleted=int(counts.get(True, 0)), last_seq=self.last_seq()
+        )
+
+    def encoders_in_use(self) -> dict[str, int]:
+        """How many live documents carry an embedding from each encoder fingerprint."""
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(DocumentRow.encoder, func.count())
+                .where(DocumentRow.deleted.is_(False))
+                .group_by(DocumentRow.encoder)
+            ).all()
+        return {str(enc): int(n) for enc, n in rows}
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()

@@ -1,0 +1,255 @@
+"""The HTTP API through FastAPI's TestClient, over real SQLite, FAISS and tantivy indexes."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from api.app import create_app
+from api.keys import KeyStore, Role
+from indexer.collection import open_collection
+from indexer.ingest import ingest
+from search.config import load_settings
+from tests.conftest import SAMPLE, HashEncoder
+
+
+@pytest.fixture
+def app_env(tmp_path: Path, minilm) -> Iterator[tuple[TestClient, dict[str, str], object]]:
+    settings = load_settings(data_dir=tmp_path / "data")
+    collection = open_collection(settings, encoder=minilm)
+    ingest(collection, SAMPLE, 64, 10**6)
+    keys = KeyStore(settings.data_dir)
+    headers = {role.name: {"X-API-Key": keys.create(role)[0]} for role in Role}
+    with TestClient(create_app(settings, collection)) as client:
+        yield client, headers, collection
+    collection.close()
+
+
+def test_auth_roles(app_env) -> None:
+    client, keys, _ = app_env
+    missing = client.get("/search", params={"q": "phone"})
+    assert missing.status_code == 401 and "X-API-Key" in missing.json()["error"]
+    wrong = client.get("/search", params={"q": "phone"}, headers={"X-API-Key": "dss_nope"})
+    assert wrong.status_code == 401
+    assert client.get("/search", params={"q": "phone"}, headers=keys["reader"]).status_code == 200
+    doc = {"documents": [{"id": "n1", "text": "new"}]}
+    forbidden = client.post("/documents", json=doc, headers=keys["reader"])
+    assert forbidden.status_code == 403 and "writer" in forbidden.json()["error"]
+    assert client.post("/documents", json=doc, headers=keys["writer"]).status_code == 200
+    assert client.get("/metrics", headers=keys["writer"]).status_code == 403
+    assert client.get("/metrics", headers=keys["admin"]).status_code == 200
+    assert client.post("/admin/reindex", headers=keys["writer"]).status_code == 403
+    assert client.get("/health").status_code == 200  # liveness needs no key
+
+
+def test_revoked_key_is_refused(app_env, tmp_path: Path) -> None:
+    client, _, collection = app_env
+    store = KeyStore(collection.settings.data_dir)
+    secret, record = store.create(Role.reader, "temp")
+    assert client.get("/search", params={"q": "x"}, headers={"X-API-Key": secret}).status_code == 200
+    time.sleep(0.01)
+    assert store.revoke("temp")
+    assert client.get("/search", params={"q": "x"}, headers={"X-API-Key": secret}).status_code == 401
+    raw = (collection.settings.data_dir / "api_keys.json").read_text()
+    assert secret not in raw  # only hashes are stored
+
+
+def test_search_get_and_post_with_explain(app_env) -> None:
+    client, keys, _ = app_env
+    got = client.get("/search", params={"q": "latest phone camera", "k": 3, "explain": "true"}, headers=keys["reader"])
+    assert got.status_code == 200
+    body = got.json()
+    assert body["hits"][0]["id"] == "elec-001" and len(body["hits"]) == 3
+    explain = body["hits"][0]["explain"]
+    assert set(explain["signals"]) == {"dense", "lexical"} and explain["weights"] == {"dense": 0.5, "lexical": 0.5}
+    assert {"encode", "vector", "lexical", "fuse", "hydrate"} <= set(body["timings_ms"])
+    assert "periscope" in body["hits"][0]["snippet"] and body["generation"] == "g1"
+
+    posted = client.post("/search", json={"q": "latest phone camera", "k": 3}, headers=keys["reader"]).json()
+    assert [h["id"] for h in posted["hits"]] == [h["id"] for h in body["hits"]]
+    assert posted["hits"][0]["explain"] is None
+
+
+def test_pagination_is_consistent(app_env) -> None:
+    client, keys, _ = app_env
+    full = client.post("/search", json={"q": "battery", "k": 6}, headers=keys["reader"]).json()["hits"]
+    page = client.post("/search", json={"q": "battery", "k": 3, "offset": 3}, headers=keys["reader"]).json()["hits"]
+    assert [h["id"] for h in page] == [h["id"] for h in full[3:6]]
+
+
+def test_filters(app_env) -> None:
+    client, keys, _ = app_env
+    def ids(**params):
+        response = client.get("/search", params={"q": "new technology", "k": 50, **params}, headers=keys["reader"])
+        assert response.status_code == 200, response.text
+        return response.json()["hits"]
+
+    electronics = ids(category="consumer-electronics")
+    assert electronics and all(h["category"] == "consumer-electronics" for h in electronics)
+    two = ids(category=["science", "food"])
+    assert {h["category"] for h in two} == {"science", "food"}
+    chinese = ids(meta="lang=zh")
+    assert chinese and all(h["metadata"]["lang"] == "zh" for h in chinese)
+    recent = ids(updated_after="2026-11-01T00:00:00Z")
+    assert recent and all(h["updated_at"] >= "2026-11-01" for h in recent)
+    window = ids(updated_after="2024-01-01T00:00:00Z", updated_before="2025-01-01T00:00:00Z")
+    assert window and all(h["updated_at"].startswith("2024") for h in window)
+    posted = client.post(
+        "/search",
+        json={"q": "phone", "filters": {"category": ["consumer-electronics"], "metadata": {"lang": "zh"}}},
+        headers=keys["reader"],
+    ).json()["hits"]
+    assert [h["id"] for h in posted] == ["zh-elec-001"]
+    assert ids(category="no-such-category") == []
+
+
+@pytest.mark.parametrize(
+    "request_args",
+    [
+        {"method": "GET", "url": "/search", "params": {"q": "x", "k": 0}},
+        {"method": "GET", "url": "/search", "params": {"q": "x", "k": 101}},  # over api.max_k
+        {"method": "GET", "url": "/search", "params": {"q": "x", "mode": "sparse"}},
+        {"method": "GET", "url": "/search", "params": {}},
+        {"method": "GET", "url": "/search", "params": {"q": "x", "meta": "novalue"}},
+        {"method": "GET", "url": "/search", "params": {"q": "x", "updated_after": "yesterday"}},
+        {"method": "POST", "url": "/search", "json": {"q": "x", "unknown": 1}},
+        {"method": "POST", "url": "/search", "json": {"q": "x", "filters": {"metadata": {"a": [1]}}}},
+        {"method": "POST", "url": "/search", "content": b"{not json", "headers": {"content-type": "application/json"}},
+        {"method": "POST", "url": "/documents", "json": {"documents": []}},
+        {"method": "POST", "url": "/documents", "json": {"documents": [{"id": "", "text": "x"}]}},
+        {"method": "POST", "url": "/documents", "json": {"documents": [{"id": "a", "version": -1}]}},
+        {"method": "POST", "url": "/documents", "json": [1, 2]},
+        {"method": "POST", "url": "/admin/reindex", "json": {"encoder": {"backend": "word2vec"}}},
+    ],
+)
+def test_malformed_requests_get_4xx_json(app_env, request_args: dict) -> None:
+    client, keys, _ = app_env
+    headers = {**keys["admin"], **request_args.pop("headers", {})}
+    response = client.request(**request_args, headers=headers)
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["error"]
+
+
+def test_oversized_body_is_refused(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", api={"auth": False, "max_body_bytes": 2048})
+    collection = open_collection(settings, encoder=HashEncoder())
+    with TestClient(create_app(settings, collection)) as client:
+        big = {"documents": [{"id": "a", "text": "x" * 5000}]}
+        response = client.post("/documents", json=big)
+        assert response.status_code == 413 and "larger than 2048" in response.json()["error"]
+        chunked = client.post("/documents", content=iter([b'{"documents": [', b" " * 4096, b"]}"]))
+        assert chunked.status_code == 413
+    collection.close()
+
+
+def test_document_writes_versions_and_get(app_env) -> None:
+    client, keys, _ = app_env
+    w = keys["writer"]
+    first = client.post("/documents", json={"documents": [{"id": "v", "text": "glider wings", "version": 3}]}, headers=w)
+    assert first.json()["applied"] == 1
+    stale = client.post("/documents", json={"documents": [{"id": "v", "text": "older", "version": 2}]}, headers=w).json()
+    assert stale["stale"] == 1 and stale["results"][0]["outcome"] == "stale" and "not newer" in stale["results"][0]["reason"]
+    doc = client.get("/documents/v", headers=keys["reader"]).json()
+    assert (doc["text"], doc["version"]) == ("glider wings", 3)
+    assert client.get("/documents/absent", headers=keys["reader"]).status_code == 404
+    hits = client.get("/search", params={"q": "glider wings", "mode": "lexical"}, headers=keys["reader"]).json()["hits"]
+    assert hits[0]["id"] == "v"
+
+
+def test_delete_erases_everywhere(app_env) -> None:
+    client, keys, collection = app_env
+    secret_text = "zanzibarite quokka ledger of private notes"
+    client.post("/documents", json={"documents": [{"id": "gdpr", "title": "Private", "text": secret_text}]}, headers=keys["writer"])
+    key = collection.store.get("gdpr").key
+    assert client.get("/search", params={"q": "zanzibarite quokka", "mode": "lexical"}, headers=keys["reader"]).json()["hits"]
+
+    erased = client.delete("/documents/gdpr", headers=keys["writer"])
+    assert erased.status_code == 200 and erased.json()["applied"] == 1
+    assert client.delete("/documents/gdpr", headers=keys["writer"]).status_code == 404
+    assert client.get("/documents/gdpr", headers=keys["reader"]).status_code == 404
+    # Store: only the tombstone (id, version) is left; no text, metadata or embedding.
+    with collection.store.engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT title, text, metadata, embedding, deleted FROM documents WHERE id = 'gdpr'")
+        ).one()
+    assert row == (None, None, None, None, True)
+    # Vector index, in memory and in its on-disk snapshot.
+    assert collection.vectors.index.id_map is not None
+    assert key not in faiss.vector_to_array(collection.vectors.index.id_map)
+    saved = faiss.read_index(str(collection.generation / "vectors" / "vectors.faiss"))
+    assert key not in faiss.vector_to_array(saved.id_map)
+    # Lexical index and every search mode.
+    assert collection.lexical.search("zanzibarite quokka", 10) == []
+    for mode in ("dense", "lexical", "hybrid"):
+        hits = client.get("/search", params={"q": secret_text, "mode": mode, "k": 100}, headers=keys["reader"]).json()["hits"]
+        assert "gdpr" not in [h["id"] for h in hits]
+    # Files on disk no longer hold the text.
+    for path in collection.settings.data_dir.rglob("*"):
+        if path.is_file() and path.suffix not in (".sqlite-wal", ".sqlite-shm"):
+            assert b"zanzibarite" not in path.read_bytes(), path
+
+
+def test_reindex_job(app_env) -> None:
+    client, keys, collection = app_env
+    started = client.post("/admin/reindex", headers=keys["admin"])
+    assert started.status_code == 202
+    job_id = started.json()["id"]
+    deadline = time.time() + 60
+    while (job := client.get(f"/admin/jobs/{job_id}", headers=keys["admin"]).json())["state"] in ("queued", "running"):
+        assert time.time() < deadline
+        time.sleep(0.1)
+    assert job["state"] == "succeeded" and job["progress"] == 1.0
+    assert job["result"]["generation"] == "g2" and job["result"]["documents"] == 40
+    hits = client.get("/search", params={"q": "latest phone camera"}, headers=keys["reader"]).json()
+    assert hits["generation"] == "g2" and hits["hits"][0]["id"] == "elec-001"
+    assert client.get("/admin/jobs/nope", headers=keys["admin"]).status_code == 404
+
+
+def test_request_ids_and_metrics(app_env) -> None:
+    client, keys, _ = app_env
+    given = client.get("/health", headers={"X-Request-ID": "abc-123"})
+    assert given.headers["X-Request-ID"] == "abc-123"
+    assert len(client.get("/health").headers["X-Request-ID"]) == 32
+    client.get("/search", params={"q": "phone"}, headers=keys["reader"])
+    metrics = client.get("/metrics", headers=keys["admin"]).text
+    assert 'dss_http_request_duration_seconds_count{method="GET",route="/search",status="200"}' in metrics
+    assert 'dss_search_stage_seconds_count{stage="encode"}' in metrics
+    assert 'dss_documents{state="live"} 40.0' in metrics
+    assert 'dss_index_documents{index="vector"} 40.0' in metrics
+    assert "dss_reindex_jobs" in metrics
+
+
+def test_ready_reports_checks(app_env) -> None:
+    client, _, _ = app_env
+    body = client.get("/ready").json()
+    assert body["status"] == "ready" and body["checks"]["store"] == "ok"
+    assert body["checks"]["cache"] == "not configured"
+
+
+def test_server_follows_writes_from_another_process(tmp_path: Path, store_url: str) -> None:
+    """A separate writer (e.g. `dss consume`) commits to the shared store; the server's
+    indexes pick the change up by themselves."""
+    settings = load_settings(
+        data_dir=tmp_path / "server", store={"url": store_url}, api={"auth": False}, index={"follow_interval_ms": 100}
+    )
+    writer_settings = load_settings(data_dir=tmp_path / "writer", store={"url": store_url})
+    encoder = HashEncoder()
+    served = open_collection(settings, encoder=encoder)
+    with TestClient(create_app(settings, served)) as client:
+        with open_collection(writer_settings, encoder=encoder) as writer:
+            from search.documents import DocumentWrite
+
+            writer.write([DocumentWrite(id="elsewhere", text="written by another process")])
+        deadline = time.time() + 10
+        while not client.get("/search", params={"q": "another process", "mode": "lexical"}).json()["hits"]:
+            assert time.time() < deadline, "the server never saw the other process's write"
+            time.sleep(0.05)
+    served.close()

@@ -1,0 +1,92 @@
+"""Encoders: the packaged MiniLM (offline) and the DeepSeek backend on a tiny random model."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from search.config import EncoderSettings
+from search.encoders import load_encoder
+from search.encoders.base import Fingerprint
+from tests.tiny_deepseek import build_tiny_deepseek
+
+
+def test_packaged_minilm_loads_offline_and_normalises(minilm) -> None:
+    assert minilm.fingerprint == Fingerprint("sentence-transformers", "all-MiniLM-L6-v2", 384, "model")
+    vectors = minilm.encode_documents(["a wing in a slipstream", "heat transfer", "最新的手机"])
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    related, unrelated = minilm.encode_queries(["lift of an aircraft wing", "sourdough bread recipe"])
+    assert vectors[0] @ related > vectors[0] @ unrelated
+    assert minilm.encode_queries([]).shape == (0, 384)
+
+
+@pytest.fixture(scope="module")
+def tiny_deepseek(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_deepseek(tmp_path_factory.mktemp("tiny-deepseek"))
+
+
+@pytest.fixture(params=["last", "mean"])
+def deepseek(request: pytest.FixtureRequest, tiny_deepseek: Path):
+    return load_encoder(
+        EncoderSettings(backend="deepseek", model=str(tiny_deepseek), pooling=request.param, batch_size=3)
+    )
+
+
+TEXTS = [
+    "wing lift",
+    "the supersonic flow of heat in a boundary layer of the wing at high pressure",
+    "search engine",
+    "a new phone with a laptop battery and a camera screen",
+    "index",
+]
+
+
+def test_deepseek_shapes_normalisation_and_fingerprint(deepseek, tiny_deepseek: Path) -> None:
+    vectors = deepseek.encode_documents(TEXTS)
+    assert vectors.shape == (5, 32) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert deepseek.device == "cpu" and str(deepseek.dtype) == "torch.float32"
+    assert deepseek.fingerprint == Fingerprint("deepseek", tiny_deepseek.name, 32, deepseek.settings.pooling)
+
+
+def test_deepseek_padding_and_batching_do_not_change_vectors(deepseek) -> None:
+    batched = deepseek.encode_documents(TEXTS)  # batch_size 3: mixed lengths, padded
+    one_by_one = np.vstack([deepseek.encode_documents([t]) for t in TEXTS])
+    assert np.allclose(batched, one_by_one, atol=1e-5)
+    # Padding the short text next to a long one leaves its vector as it was alone.
+    alone = deepseek.encode_documents(["wing lift"])[0]
+    padded = deepseek.encode_documents(["wing lift", TEXTS[1] * 3])[0]
+    assert np.allclose(alone, padded, atol=1e-5)
+
+
+def test_deepseek_query_instruction_applies_to_queries_only(tiny_deepseek: Path) -> None:
+    plain = load_encoder(EncoderSettings(backend="deepseek", model=str(tiny_deepseek)))
+    instructed = load_encoder(
+        EncoderSettings(backend="deepseek", model=str(tiny_deepseek), query_instruction="search query: ")
+    )
+    assert np.allclose(plain.encode_documents(TEXTS), instructed.encode_documents(TEXTS), atol=1e-6)
+    assert not np.allclose(plain.encode_queries(TEXTS), instructed.encode_queries(TEXTS), atol=1e-3)
+
+
+def test_deepseek_last_and_mean_pooling_differ(tiny_deepseek: Path) -> None:
+    last = load_encoder(EncoderSettings(backend="deepseek", model=str(tiny_deepseek), pooling="last"))
+    mean = load_encoder(EncoderSettings(backend="deepseek", model=str(tiny_deepseek), pooling="mean"))
+    assert not np.allclose(last.encode_documents(TEXTS), mean.encode_documents(TEXTS), atol=1e-3)
+    # Last-token pooling of a one-token text equals that token's state, same as its mean.
+    assert np.allclose(last.encode_documents(["wing"]), mean.encode_documents(["wing"]), atol=1e-5)
+
+
+def test_deepseek_needs_a_local_directory() -> None:
+    with pytest.raises(ValueError, match="local DeepSeek checkpoint directory"):
+        load_encoder(EncoderSettings(backend="deepseek", model="deepseek-ai/deepseek-llm-7b-base"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_deepseek_bf16_on_cuda(tiny_deepseek: Path) -> None:
+    encoder = load_encoder(EncoderSettings(backend="deepseek", model=str(tiny_deepseek), device="cuda"))
+    assert str(encoder.dtype) == "torch.bfloat16"
+    cpu = load_encoder(EncoderSettings(backend="deepseek", model=str(tiny_deepseek), device="cpu"))
+    gpu_vectors, cpu_vectors = encoder.encode_documents(TEXTS), cpu.encode_documents(TEXTS)
+    assert np.all(np.sum(gpu_vectors * cpu_vectors, axis=1) > 0.98)

@@ -1,0 +1,67 @@
+import json
+from pathlib import Path
+
+from indexer.collection import open_collection
+from indexer.ingest import ingest, read_documents
+from search.config import load_settings
+from tests.conftest import SAMPLE, HashEncoder
+
+
+def _write_jsonl(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_bad_lines_are_reported_with_line_numbers_and_skipped(tmp_path: Path, hash_encoder: HashEncoder) -> None:
+    source = _write_jsonl(
+        tmp_path / "docs.jsonl",
+        [
+            json.dumps({"id": "a", "title": "A", "text": "alpha"}),
+            "{not json",
+            json.dumps({"title": "no id"}),
+            "",
+            json.dumps({"_id": 7, "text": "numeric beir id"}),
+            json.dumps(["a", "list"]),
+            json.dumps({"id": "b", "text": "x", "version": "seven"}),
+            json.dumps({"id": "c", "text": "y" * 50}),
+            json.dumps({"id": "d", "text": "delta", "updated_at": "2026-01-01T00:00:00Z", "category": "z"}),
+        ],
+    )
+    settings = load_settings(data_dir=tmp_path / "data")
+    with open_collection(settings, encoder=hash_encoder) as collection:
+        report = ingest(collection, source, batch_size=2, max_text_chars=40)
+        assert [b.line for b in report.bad] == [2, 3, 6, 7, 8]
+        assert "invalid JSON" in report.bad[0].error
+        assert "id" in report.bad[1].error
+        assert "version" in report.bad[3].error
+        assert "longer than 40" in report.bad[4].error
+        assert (report.read, report.applied) == (3, 3)
+        assert collection.store.get("7").text == "numeric beir id"
+        assert collection.store.get("d").category == "z"
+
+
+def test_rerun_skips_unchanged_and_applies_edits(tmp_path: Path, hash_encoder: HashEncoder) -> None:
+    settings = load_settings(data_dir=tmp_path / "data")
+    with open_collection(settings, encoder=hash_encoder) as collection:
+        first = ingest(collection, SAMPLE, 16, 10**6)
+        assert first.applied == first.read == 40 and not first.bad
+        encoded = sum(hash_encoder.calls)
+        again = ingest(collection, SAMPLE, 16, 10**6)
+        assert (again.applied, again.unchanged) == (0, 40)
+        assert sum(hash_encoder.calls) == encoded
+
+        lines = SAMPLE.read_text(encoding="utf-8").splitlines()
+        edited = json.loads(lines[0]) | {"text": "an edited body about tokenisers"}
+        source = _write_jsonl(tmp_path / "edit.jsonl", [json.dumps(edited)] + lines[1:])
+        third = ingest(collection, source, 16, 10**6)
+        assert (third.applied, third.unchanged) == (1, 39)
+        doc = collection.store.get(edited["id"])
+        assert doc.version == 2 and "tokenisers" in doc.text
+
+
+def test_beir_folder(tmp_path: Path) -> None:
+    beir = tmp_path / "beir"
+    beir.mkdir()
+    _write_jsonl(beir / "corpus.jsonl", [json.dumps({"_id": "1", "title": "t", "text": "x"})])
+    docs = list(read_documents(beir, 100))
+    assert [(n, d.id, d.title) for n, d in docs] == [(1, "1", "t")]
