@@ -118,7 +118,7 @@ class KafkaSettings(_Section):
     partitions: int = Field(3, ge=1, le=10_000)
     # A micro-batch: up to max_batch events, or whatever arrived max_wait_ms after the first.
     max_batch: int = Field(256, ge=1, le=100_000)
-    max_wait_ms: int = Field(100, ge=0, le=60_000)
+    max_wait_ms: int = Field(50, ge=0, le=60_000)
     max_event_bytes: int = Field(2_000_000, ge=1024)
     session_timeout_ms: int = Field(6000, ge=1000)
     heartbeat_interval_ms: int = Field(1000, ge=100)

@@ -27,6 +27,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    insert,
     select,
     update,
 )
@@ -141,11 +142,16 @@ def _to_document(row: DocumentRow, with_embedding: bool = True) -> StoredDocumen
 
 
 class WriteBatch:
-    """One write transaction holding the sequence lock. Obtain it from ``Store.writing()``."""
+    """One write transaction holding the sequence lock. Obtain it from ``Store.writing()``.
+
+    Upserts and deletes are collected and written in two bulk statements when the
+    transaction ends (one UPDATE by primary key, one INSERT), not a round trip per document.
+    """
 
     def __init__(self, session: Session, first_seq: int) -> None:
         self._session = session
         self.last_seq = first_seq
+        self._pending: dict[str, dict[str, Any]] = {}
 
     def states(self, ids: Sequence[str]) -> dict[str, DocumentState]:
         rows = self._session.execute(
@@ -213,12 +219,23 @@ class WriteBatch:
         return values["seq"]
 
     def _put(self, doc_id: str, values: dict[str, Any]) -> None:
-        updated = self._session.execute(
-            update(DocumentRow).where(DocumentRow.id == doc_id).values(**values)
+        self._pending.pop(doc_id, None)  # a later write of the same id wins, in sequence order
+        self._pending[doc_id] = values
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        rows = self._session.execute(
+            select(DocumentRow.id, DocumentRow.key).where(DocumentRow.id.in_(list(self._pending)))
         )
-        if updated.rowcount == 0:
-            self._session.add(DocumentRow(id=doc_id, **values))
-            self._session.flush()
+        existing = {doc_id: key for doc_id, key in rows}
+        updates = [{"key": existing[i], **v} for i, v in self._pending.items() if i in existing]
+        inserts = [{"id": i, **v} for i, v in self._pending.items() if i not in existing]
+        if updates:
+            self._session.execute(update(DocumentRow), updates)
+        if inserts:
+            self._session.execute(insert(DocumentRow), inserts)
+        self._pending.clear()
 
 
 class Store:
@@ -261,6 +278,7 @@ class Store:
             first = session.scalar(select(CounterRow.value).where(CounterRow.name == SEQUENCE))
             batch = WriteBatch(session, int(first))
             yield batch
+            batch.flush()
             session.execute(
                 update(CounterRow).where(CounterRow.name == SEQUENCE).values(value=batch.last_seq)
             )
