@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -18,6 +18,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from search.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:  # the heavy modules are imported inside the commands that need them
+    from indexer.collection import Collection
+    from indexer.ingest import IngestReport
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models are local files; never reach for a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -51,8 +55,8 @@ def _progress() -> Progress:
 
 
 @contextmanager
-def _open(settings: Settings) -> Iterator["Collection"]:
-    from indexer.collection import Collection, open_collection  # noqa: F401 (heavy imports)
+def _open(settings: Settings) -> Iterator[Collection]:
+    from indexer.collection import open_collection
     from search.vector_index import EncoderMismatch
 
     with err.status("loading encoder and indexes"):
@@ -72,6 +76,21 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
 
 
+def _ingest_with_progress(collection: Collection, path: Path, total: int, label: str) -> IngestReport:
+    from indexer.ingest import ingest as run_ingest
+
+    settings = collection.settings
+    with _progress() as progress:
+        task = progress.add_task(label, total=total)
+        return run_ingest(
+            collection,
+            path,
+            settings.ingest.batch_size,
+            settings.ingest.max_text_chars,
+            on_batch=lambda n: progress.advance(task, n),
+        )
+
+
 @app.command()
 def ingest(
     path: Annotated[Path, typer.Argument(help="JSONL file or BEIR folder (corpus.jsonl).")],
@@ -79,7 +98,7 @@ def ingest(
     data_dir: DataDirOption = None,
 ) -> None:
     """Add or update documents; unchanged ones are skipped, bad lines reported and skipped."""
-    from indexer.ingest import count_lines, ingest as run_ingest
+    from indexer.ingest import count_lines
 
     settings = _settings(config, data_dir)
     try:
@@ -87,15 +106,8 @@ def ingest(
     except FileNotFoundError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    with _open(settings) as collection, _progress() as progress:
-        task = progress.add_task("ingesting", total=total)
-        report = run_ingest(
-            collection,
-            path,
-            settings.ingest.batch_size,
-            settings.ingest.max_text_chars,
-            on_batch=lambda n: progress.advance(task, n),
-        )
+    with _open(settings) as collection:
+        report = _ingest_with_progress(collection, path, total, "ingesting")
     for bad in report.bad[:50]:
         err.print(f"[yellow]line {bad.line}: {bad.error}[/yellow]")
     if len(report.bad) > 50:
@@ -144,7 +156,7 @@ def evaluate(
 ) -> None:
     """Index a BEIR collection (into a temporary data dir unless --data-dir) and score it."""
     from indexer.collection import open_collection
-    from indexer.ingest import count_lines, ingest as run_ingest
+    from indexer.ingest import count_lines
     from search.evaluation import evaluate as run_eval
 
     with tempfile.TemporaryDirectory(prefix="dss-eval-") as tmp:
@@ -154,15 +166,7 @@ def evaluate(
             collection = open_collection(settings)
         load_seconds = time.perf_counter() - started
         try:
-            with _progress() as progress:
-                task = progress.add_task("indexing", total=count_lines(beir_dir))
-                report = run_ingest(
-                    collection,
-                    beir_dir,
-                    settings.ingest.batch_size,
-                    settings.ingest.max_text_chars,
-                    on_batch=lambda n: progress.advance(task, n),
-                )
+            report = _ingest_with_progress(collection, beir_dir, count_lines(beir_dir), "indexing")
             try:
                 result = run_eval(collection.engine, beir_dir, mode, nprobe)
             except ValueError as exc:
@@ -317,7 +321,10 @@ def consume(
         logging.getLogger("dss").info(
             "consuming", extra={"topic": settings.kafka.topic, "bootstrap": settings.kafka.bootstrap_servers}
         )
-        stop.wait()
+        # Wake now and then: the kernel may deliver SIGTERM to another thread (torch, kafka io),
+        # and a main thread blocked in a bare wait() would never run the Python handler.
+        while not stop.wait(0.5):
+            pass
         consumer.stop()
 
 

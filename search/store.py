@@ -338,36 +338,24 @@ class Store:
 
     def changes_since(self, seq: int, batch_size: int = 1000) -> Iterator[list[StoredDocument]]:
         """Every document (tombstones included) whose last change is after ``seq``, in order."""
-        while True:
-            with Session(self.engine) as session:
-                rows = session.scalars(
-                    select(DocumentRow)
-                    .where(DocumentRow.seq > seq)
-                    .order_by(DocumentRow.seq)
-                    .limit(batch_size)
-                ).all()
-                docs = [_to_document(row) for row in rows]
-            if not docs:
-                return
-            yield docs
-            seq = docs[-1].seq
+        return self._pages(DocumentRow.seq, seq, batch_size)
 
     def live_documents(self, batch_size: int = 1000) -> Iterator[list[StoredDocument]]:
         """All live documents in key order, with embeddings (for rebuilds)."""
-        after = 0
+        return self._pages(DocumentRow.key, 0, batch_size, DocumentRow.deleted.is_(False))
+
+    def _pages(self, column: Any, after: int, batch_size: int, *where: Any) -> Iterator[list[StoredDocument]]:
+        """Keyset pagination over ``column`` (seq or key), one short session a page."""
         while True:
             with Session(self.engine) as session:
                 rows = session.scalars(
-                    select(DocumentRow)
-                    .where(DocumentRow.key > after, DocumentRow.deleted.is_(False))
-                    .order_by(DocumentRow.key)
-                    .limit(batch_size)
+                    select(DocumentRow).where(column > after, *where).order_by(column).limit(batch_size)
                 ).all()
                 docs = [_to_document(row) for row in rows]
             if not docs:
                 return
             yield docs
-            after = docs[-1].key
+            after = getattr(docs[-1], column.key)
 
     def last_seq(self) -> int:
         with Session(self.engine) as session:

@@ -171,12 +171,18 @@ class DocumentConsumer:
         log.info("consumer connected", extra={"topic": self.kafka.topic, "group": self.kafka.group_id})
 
     def _disconnect(self) -> None:
-        for client in (self._consumer, self._producer):
-            if client is not None:
-                try:
-                    client.close()
-                except Exception:  # closing a client of a dead broker may fail; it is gone anyway
-                    pass
+        # Bounded: kafka-python's defaults would wait minutes for a dead broker. Nothing is lost
+        # by giving up; offsets are only ever committed after a batch was applied.
+        closers = []
+        if self._consumer is not None:
+            closers.append(lambda c=self._consumer: c.close(autocommit=False, timeout_ms=5000))
+        if self._producer is not None:
+            closers.append(lambda p=self._producer: p.close(timeout=5))
+        for close in closers:
+            try:
+                close()
+            except Exception:  # closing a client of a dead broker may fail; it is gone anyway
+                pass
         self._consumer = self._producer = None
 
     def _healthy(self) -> None:
