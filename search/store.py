@@ -9,6 +9,7 @@ commits late.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,8 +32,10 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -244,8 +247,7 @@ class Store:
         self.engine: Engine = create_engine(url, echo=echo, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
-        self._check_schema()
+        self._initialise()
 
     @property
     def dialect(self) -> str:
@@ -253,6 +255,23 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def _initialise(self, attempts: int = 5) -> None:
+        """Create the tables and check the schema version, safe against another process (a
+        consumer and a query service starting together) doing the same at the same moment."""
+        for attempt in range(attempts):
+            try:
+                with self.engine.begin() as connection:
+                    if self.dialect == "postgresql":  # serialise concurrent CREATE TABLEs
+                        connection.execute(sql_text("SELECT pg_advisory_xact_lock(7305917)"))
+                    Base.metadata.create_all(connection)
+                self._check_schema()
+                return
+            except (IntegrityError, OperationalError, ProgrammingError):
+                # The other process won a race (a table or the schema row appeared under us).
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     def _check_schema(self) -> None:
         with Session(self.engine) as session, session.begin():

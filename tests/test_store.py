@@ -1,4 +1,5 @@
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 import pytest
@@ -99,4 +100,27 @@ def test_sqlite_runs_in_wal_mode(tmp_path) -> None:
     store = Store(f"sqlite:///{tmp_path / 's.sqlite'}")
     with store.engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+    store.close()
+
+
+def _open_store_at_barrier(url: str, barrier: Any) -> None:
+    barrier.wait()
+    Store(url).close()
+
+
+def test_processes_creating_the_same_store_at_once_all_start(store_url: str) -> None:
+    """A query service and a consumer starting together on an empty database must not race
+    each other into an error (both create the tables and the schema-version row)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(4)
+    processes = [context.Process(target=_open_store_at_barrier, args=(store_url, barrier)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+    assert [p.exitcode for p in processes] == [0, 0, 0, 0]
+    store = Store(store_url)
+    assert store.last_seq() == 0
     store.close()
