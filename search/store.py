@@ -155,6 +155,7 @@ class WriteBatch:
         self._session = session
         self.last_seq = first_seq
         self._pending: dict[str, dict[str, Any]] = {}
+        self._keys: dict[str, int | None] = {}  # looked up in this transaction; None = absent
 
     def states(self, ids: Sequence[str]) -> dict[str, DocumentState]:
         rows = self._session.execute(
@@ -169,7 +170,9 @@ class WriteBatch:
                 DocumentRow.created_at,
             ).where(DocumentRow.id.in_(list(ids)))
         )
-        return {r.id: DocumentState(*r[1:]) for r in rows}
+        found = {r.id: DocumentState(*r[1:]) for r in rows}
+        self._keys.update({doc_id: found[doc_id].key if doc_id in found else None for doc_id in ids})
+        return found
 
     def _next_seq(self) -> int:
         self.last_seq += 1
@@ -228,12 +231,15 @@ class WriteBatch:
     def flush(self) -> None:
         if not self._pending:
             return
-        rows = self._session.execute(
-            select(DocumentRow.id, DocumentRow.key).where(DocumentRow.id.in_(list(self._pending)))
-        )
-        existing = {doc_id: key for doc_id, key in rows}
-        updates = [{"key": existing[i], **v} for i, v in self._pending.items() if i in existing]
-        inserts = [{"id": i, **v} for i, v in self._pending.items() if i not in existing]
+        unknown = [doc_id for doc_id in self._pending if doc_id not in self._keys]
+        if unknown:  # the writer looks every id up through states(); others are found here
+            self._keys.update(dict.fromkeys(unknown))
+            rows = self._session.execute(
+                select(DocumentRow.id, DocumentRow.key).where(DocumentRow.id.in_(unknown))
+            )
+            self._keys.update({doc_id: key for doc_id, key in rows})
+        updates = [{"key": self._keys[i], **v} for i, v in self._pending.items() if self._keys[i] is not None]
+        inserts = [{"id": i, **v} for i, v in self._pending.items() if self._keys[i] is None]
         if updates:
             self._session.execute(update(DocumentRow), updates)
         if inserts:

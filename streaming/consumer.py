@@ -14,6 +14,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -173,16 +174,10 @@ class DocumentConsumer:
     def _disconnect(self) -> None:
         # Bounded: kafka-python's defaults would wait minutes for a dead broker. Nothing is lost
         # by giving up; offsets are only ever committed after a batch was applied.
-        closers = []
         if self._consumer is not None:
-            closers.append(lambda c=self._consumer: c.close(autocommit=False, timeout_ms=5000))
+            _close_quietly(self._consumer.close, autocommit=False, timeout_ms=5000)
         if self._producer is not None:
-            closers.append(lambda p=self._producer: p.close(timeout=5))
-        for close in closers:
-            try:
-                close()
-            except Exception:  # closing a client of a dead broker may fail; it is gone anyway
-                pass
+            _close_quietly(self._producer.close, timeout=5)
         self._consumer = self._producer = None
 
     def _healthy(self) -> None:
@@ -290,3 +285,10 @@ class DocumentConsumer:
             lag = max(0, highwater - position)
             self.status.lag[tp.partition] = lag
             self.metrics.lag.labels(str(tp.partition)).set(lag)
+
+
+def _close_quietly(close: Callable[..., object], **kwargs: object) -> None:
+    try:
+        close(**kwargs)
+    except Exception:  # closing a client of a dead broker may fail; it is gone anyway
+        pass
