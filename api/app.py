@@ -31,6 +31,7 @@ from api.models import (
     DocumentOut,
     ErrorOut,
     Explanation,
+    QueryExplanation,
     JobOut,
     ReindexRequest,
     SearchFilters,
@@ -44,6 +45,7 @@ from indexer.collection import Collection, open_collection
 from indexer.versioning import Outcome
 from search.config import Settings
 from search.documents import DocumentWrite
+from search.engine import RankOptions
 from search.filters import Filters
 from streaming.consumer import DocumentConsumer
 from streaming.metrics import StreamMetrics
@@ -294,7 +296,7 @@ def _routes(app: FastAPI) -> None:
         q: Annotated[str, Query(min_length=1, max_length=10_000)],
         k: Annotated[int, Query(ge=1, le=1000)] = 10,
         offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
-        mode: Annotated[str, Query(pattern="^(dense|lexical|hybrid|default)$")] = "default",
+        mode: Annotated[str, Query(pattern="^(dense|lexical|hybrid|rrf|dynamic|default)$")] = "default",
         category: Annotated[list[str] | None, Query(max_length=100)] = None,
         meta: Annotated[
             list[str] | None, Query(description="Metadata filter FIELD=VALUE (repeatable); VALUE is JSON or a string.")
@@ -303,6 +305,9 @@ def _routes(app: FastAPI) -> None:
         updated_before: datetime | None = None,
         nprobe: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
         explain: bool = False,
+        freshness: Annotated[float | None, Query(ge=0, le=1)] = None,
+        half_life_days: Annotated[float | None, Query(gt=0, le=100_000)] = None,
+        diversity: Annotated[float | None, Query(ge=0, le=1)] = None,
     ) -> SearchResponse:
         """Search with query parameters (see POST /search for the JSON form)."""
         filters = SearchFilters(
@@ -311,12 +316,24 @@ def _routes(app: FastAPI) -> None:
             updated_after=updated_after,
             updated_before=updated_before,
         )
-        request = SearchRequest(q=q, k=k, offset=offset, mode=mode, nprobe=nprobe, explain=explain, filters=filters)
+        request = SearchRequest(
+            q=q,
+            k=k,
+            offset=offset,
+            mode=mode,
+            nprobe=nprobe,
+            explain=explain,
+            filters=filters,
+            freshness=freshness,
+            half_life_days=half_life_days,
+            diversity=diversity,
+        )
         return _search(svc, request)
 
     @app.post("/search", tags=["search"], dependencies=[Reader], response_model=SearchResponse)
     def search_post(svc: ServicesDep, request: SearchRequest) -> SearchResponse:
-        """Search: dense, lexical, hybrid or the default mode, with filters and explanations."""
+        """Search with filters, per-request ranking weights and explanations. Modes: dense,
+        lexical, hybrid (fixed weights), rrf, dynamic (weights per query) or default (dynamic)."""
         return _search(svc, request)
 
     @app.post("/documents", tags=["documents"], dependencies=[Writer], response_model=WriteResponse)
@@ -396,7 +413,10 @@ def _search(svc: Services, request: SearchRequest) -> SearchResponse:
     f = request.filters
     filters = Filters(tuple(f.category), dict(f.metadata), f.updated_after, f.updated_before)
     indexes = svc.collection.indexes  # one generation for the whole request
-    result = indexes.engine.search(request.q, request.k, request.mode, request.nprobe, request.offset, filters)
+    options = RankOptions(request.weights, request.freshness, request.half_life_days, request.diversity)
+    result = indexes.engine.search(
+        request.q, request.k, request.mode, request.nprobe, request.offset, filters, options
+    )
     for stage, ms in result.timings_ms.items():
         svc.metrics.search_stage.labels(stage).observe(ms / 1000)
     hits = [
@@ -420,6 +440,9 @@ def _search(svc: Services, request: SearchRequest) -> SearchResponse:
         generation=indexes.generation.name,
         hits=hits,
         timings_ms=result.timings_ms,
+        explain=QueryExplanation(weights=result.weights, rerank=result.rerank, features=result.features)
+        if request.explain
+        else None,
     )
 
 

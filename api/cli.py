@@ -32,7 +32,8 @@ err = Console(stderr=True)
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", help="YAML settings file.")]
 DataDirOption = Annotated[Optional[Path], typer.Option("--data-dir", help="Data directory (store, indexes).")]
-ModeOption = Annotated[str, typer.Option("--mode", help="dense | lexical | hybrid | default")]
+MODE_HELP = "dense | lexical | hybrid | rrf | dynamic | default"
+ModeOption = Annotated[str, typer.Option("--mode", help=MODE_HELP)]
 
 
 def _settings(config: Path | None, data_dir: Path | None) -> Settings:
@@ -148,55 +149,119 @@ def search(
 @app.command("eval")
 def evaluate(
     beir_dir: Annotated[Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv")],
-    mode: ModeOption = "default",
+    modes: Annotated[
+        Optional[list[str]],
+        typer.Option("--mode", help=f"{MODE_HELP}, or hybrid:W for fixed weight W on dense; repeatable"),
+    ] = None,
     nprobe: Annotated[Optional[int], typer.Option(min=1)] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of results.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of results per mode.")] = False,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Index a BEIR collection (into a temporary data dir unless --data-dir) and score it."""
+    """Index a BEIR collection (into a temporary data dir unless --data-dir) and score it,
+    once per mode, on one index."""
     from indexer.collection import open_collection
     from indexer.ingest import count_lines
+    from search.engine import RankOptions
     from search.evaluation import evaluate as run_eval
 
+    requested = modes or ["default"]
+    parsed: list[tuple[str, str, RankOptions | None]] = []
+    for name in requested:
+        mode, _, weight = name.partition(":")
+        options = None
+        if weight:
+            try:
+                w = float(weight)
+                assert mode == "hybrid" and 0 <= w <= 1
+            except (ValueError, AssertionError):
+                err.print(f"[red]--mode {name}: a weight goes with hybrid only, hybrid:W with 0 <= W <= 1[/red]")
+                raise typer.Exit(2) from None
+            options = RankOptions(weights={"dense": w, "lexical": 1 - w})
+        parsed.append((name, mode, options))
     with tempfile.TemporaryDirectory(prefix="dss-eval-") as tmp:
         settings = _settings(config, data_dir or Path(tmp))
         started = time.perf_counter()
         with err.status("loading encoder"):
             collection = open_collection(settings)
         load_seconds = time.perf_counter() - started
+        summaries = []
         try:
             report = _ingest_with_progress(collection, beir_dir, count_lines(beir_dir), "indexing")
-            try:
-                result = run_eval(collection.engine, beir_dir, mode, nprobe)
-            except ValueError as exc:
-                err.print(f"[red]{exc}[/red]")
-                raise typer.Exit(2) from None
+            for name, mode, options in parsed:
+                try:
+                    result = run_eval(collection.engine, beir_dir, mode, nprobe, options=options)
+                    resolved = collection.engine.resolve_mode(mode)
+                except ValueError as exc:
+                    err.print(f"[red]{exc}[/red]")
+                    raise typer.Exit(2) from None
+                summaries.append(
+                    {
+                        "collection": beir_dir.name,
+                        "mode": name if name == resolved or options else f"{name} ({resolved})",
+                        **result.metrics,
+                        "queries": result.queries,
+                        "search_ms_per_query": round(1000 * result.search_seconds / max(result.queries, 1), 3),
+                    }
+                )
             state = collection.vectors.state
         finally:
             collection.close()
-    resolved_mode = collection.engine.resolve_mode(mode)
-    summary = {
-        "collection": beir_dir.name,
-        "mode": resolved_mode,
-        **result.metrics,
+    context = {
         "docs": report.read,
-        "queries": result.queries,
         "ingest_docs_per_s": round(report.docs_per_s, 2),
         "ingest_s": round(report.seconds, 2),
-        "search_ms_per_query": round(1000 * result.search_seconds / max(result.queries, 1), 3),
         "encoder": str(collection.encoder.fingerprint),
         "index": state.kind,
         "load_s": round(load_seconds, 2),
     }
-    table = Table(title=f"{beir_dir.name} · {resolved_mode}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in summary.items():
-        table.add_row(key, str(value))
+    metrics = [key for key in summaries[0] if key not in ("collection", "mode")]
+    table = Table(title=f"{beir_dir.name} · {context['docs']} docs · {context['index']}")
+    table.add_column("mode")
+    for key in metrics:
+        table.add_column(key, justify="right")
+    for summary in summaries:
+        table.add_row(summary["mode"], *(str(summary[key]) for key in metrics))
     console.print(table)
     if as_json:
-        print(json.dumps(summary), flush=True)
+        for summary in summaries:
+            print(json.dumps({**summary, **context}), flush=True)
+
+
+@app.command("fit-weights")
+def fit_weights(
+    beir_dirs: Annotated[list[Path], typer.Argument(help="BEIR folders with judged queries")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the fitted model (JSON) here.")] = None,
+    folds: Annotated[int, typer.Option("--folds", min=2)] = 5,
+    l2: Annotated[float, typer.Option("--l2", min=0)] = 0.02,
+    as_json: Annotated[bool, typer.Option("--json", help="End with the report as one JSON line.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Fit the dynamic weight model on judged queries and cross-validate it: across
+    collections (fit on each, test on each other) and k folds within each."""
+    from indexer.collection import open_collection
+    from indexer.ingest import count_lines
+    from search.matching.fitting import build_training_set, cross_validation_report, fit
+
+    sets = []
+    for beir_dir in beir_dirs:
+        with tempfile.TemporaryDirectory(prefix="dss-fit-") as tmp:
+            with open_collection(_settings(config, Path(tmp))) as collection:
+                _ingest_with_progress(collection, beir_dir, count_lines(beir_dir), f"indexing {beir_dir.name}")
+                sets.append(build_training_set(collection.engine, beir_dir))
+    report = cross_validation_report(sets, folds=folds, l2=l2)
+    table = Table(title="nDCG@10: dynamic weights vs the best fixed weights fitted on the same queries")
+    for column in ("fitted on", "tested on", "fixed", "dynamic"):
+        table.add_column(column, justify="right" if column in ("fixed", "dynamic") else "left")
+    for row in report:
+        table.add_row(row["train"], row["test"], f"{row['fixed']:.4f}", f"{row['dynamic']:.4f}")
+    console.print(table)
+    model = fit(sets, l2=l2)
+    if out:
+        model.save(out)
+        console.print(f"model fitted on {', '.join(d.name for d in sets)} written to {out}")
+    if as_json:
+        print(json.dumps({"cross_validation": report, "model": model.to_json()}), flush=True)
 
 
 @app.command()

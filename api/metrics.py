@@ -19,7 +19,7 @@ class Metrics:
         )
         self.search_stage = Histogram(
             "dss_search_stage_seconds",
-            "Search latency by stage (encode, vector, lexical, fuse, hydrate, filter).",
+            "Search latency by stage (filter, encode, vector, lexical, dense_fill, rank, hydrate).",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,

@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
 
 from search.config import EncoderSettings
 from search.documents import MAX_ID_LENGTH
 
 MAX_QUERY_CHARS = 10_000
 MAX_TEXT_CHARS = 1_000_000
-Mode = Literal["dense", "lexical", "hybrid", "default"]
+Mode = Literal["dense", "lexical", "hybrid", "rrf", "dynamic", "default"]
+Signal = Literal["dense", "lexical", "title", "category"]
 MetadataValue = StrictStr | StrictBool | StrictInt | StrictFloat
 
 
@@ -37,11 +38,34 @@ class SearchRequest(_Strict):
     nprobe: int | None = Field(None, ge=1, le=1_000_000)
     explain: bool = False
     filters: SearchFilters = Field(default_factory=SearchFilters)
+    weights: dict[Signal, float] | None = Field(
+        None, description="Fixed relevance weights for this query instead of the learned ones (fused modes)."
+    )
+    freshness: float | None = Field(None, ge=0, le=1, description="Weight of freshness in reranking.")
+    half_life_days: float | None = Field(None, gt=0, le=100_000, description="Age at which freshness halves.")
+    diversity: float | None = Field(None, ge=0, le=1, description="1 - MMR lambda; 0 = no diversification.")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_usable(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return None
+        if any(not 0 <= w <= 1000 for w in value.values()) or sum(value.values()) <= 0:
+            raise ValueError("weights must be between 0 and 1000 with at least one above 0")
+        return value
 
 
 class Explanation(BaseModel):
-    signals: dict[str, float] = Field(description="Raw score of each signal for this document.")
+    signals: dict[str, float] = Field(
+        description="Raw score of each signal for this document (and its freshness and redundancy when reranked)."
+    )
     weights: dict[str, float] = Field(description="Weight of each signal in the fused score.")
+
+
+class QueryExplanation(BaseModel):
+    weights: dict[str, float] = Field(description="The relevance weights chosen for this query.")
+    rerank: dict[str, float] = Field(description="Freshness weight, half-life and diversity used (empty: no reranking).")
+    features: dict[str, Any] = Field(description="What the query analyser saw (dynamic mode).")
 
 
 class SearchHit(BaseModel):
@@ -63,6 +87,7 @@ class SearchResponse(BaseModel):
     generation: str = Field(description="The index generation that answered (changes after a reindex).")
     hits: list[SearchHit]
     timings_ms: dict[str, float]
+    explain: QueryExplanation | None = None
 
 
 class DocumentIn(_Strict):

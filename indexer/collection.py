@@ -12,6 +12,7 @@ from pathlib import Path
 
 from indexer.layout import current_generation
 from indexer.writer import Indexer, Progress, WriteReport
+from search.attributes import DocumentAttributes
 from search.config import Settings
 from search.documents import DocumentWrite
 from search.encoders import Encoder, load_encoder
@@ -112,8 +113,9 @@ def open_indexes(settings: Settings, store: Store, encoder: Encoder, generation:
             raise EncoderMismatch(f"{exc} The index was built with encoder settings {recorded.read_text()}") from None
         raise
     lexical = LexicalIndex(generation / "lexical", settings.lexical)
-    indexer = Indexer(settings, store, encoder, vectors, lexical, generation / "vectors")
-    engine = SearchEngine(settings.search, store, encoder, vectors, lexical)
+    attributes = DocumentAttributes(encoder.dimension)
+    indexer = Indexer(settings, store, encoder, vectors, lexical, generation / "vectors", attributes)
+    engine = SearchEngine(settings.search, store, encoder, vectors, lexical, attributes)
     (generation / ENCODER_FILE).write_text(json.dumps(settings.encoder.model_dump()))
     return Indexes(generation, encoder, vectors, lexical, indexer, engine)
 

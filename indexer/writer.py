@@ -70,6 +70,7 @@ class Indexer:
         vectors: VectorIndex,
         lexical: LexicalIndex,
         vector_dir: Path,
+        attributes: DocumentAttributes,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -77,6 +78,7 @@ class Indexer:
         self.vectors = vectors
         self.lexical = lexical
         self.vector_dir = vector_dir
+        self.attributes = attributes
         self._lock = threading.Lock()
         self._since_snapshot = 0
 
@@ -177,6 +179,8 @@ class Indexer:
                 progress(applied, total)
         if self.vectors.wants_rebuild():
             self.rebuild_vectors()
+        if not self.attributes.loaded:  # first catch-up: from here on, kept per batch
+            self.attributes.rebuild(self.store, self.vectors)
         self._since_snapshot += applied
         if self._since_snapshot >= self.settings.index.snapshot_every:
             self.snapshot()
@@ -186,6 +190,7 @@ class Indexer:
         last = docs[-1].seq
         fresh = [d for d in docs if d.seq > self.vectors.seq]
         live = self._with_current_embeddings([d for d in fresh if not d.deleted])
+        self.attributes.apply(fresh, self.vectors)  # before the vectors change: reads the old ones
         if live:
             keys = np.array([d.key for d in live], dtype=np.int64)
             self.vectors.upsert(keys, _stack(live, self.encoder.dimension))

@@ -83,10 +83,31 @@ class LexicalSettings(_Section):
 
 
 class SearchSettings(_Section):
-    default_mode: Literal["dense", "lexical", "hybrid"] = "hybrid"
+    # dynamic: signal weights per query from the learned weight model (search/matching);
+    # hybrid: fixed linear weights; rrf: reciprocal rank fusion.
+    default_mode: Literal["dense", "lexical", "hybrid", "rrf", "dynamic"] = "dynamic"
     candidates: int = Field(100, ge=1, le=10_000)  # per signal, before fusion
     hybrid_dense_weight: float = Field(0.5, ge=0, le=1)
+    rrf_k: int = Field(60, ge=1)
+    # A weight model fitted by `dss fit-weights`; None = the one shipped in search/matching.
+    weight_model: Path | None = None
+    # Category affinity: the most weight it takes (for a query squarely about one category),
+    # and the softmax temperature over cosine to the category centroids.
+    category_weight: float = Field(0.15, ge=0, le=1)
+    category_temperature: float = Field(0.05, gt=0)
+    # Reranking of the top rerank_depth: freshness weight (raised to temporal_freshness_weight
+    # for queries asking for recent things), age half-life, diversity = 1 - MMR lambda.
+    freshness_weight: float = Field(0.0, ge=0, le=1)
+    temporal_freshness_weight: float = Field(0.3, ge=0, le=1)
+    half_life_days: float = Field(30.0, gt=0)
+    diversity: float = Field(0.0, ge=0, le=1)
+    rerank_depth: int = Field(100, ge=1, le=10_000)
     max_k: int = Field(1000, ge=1)
+
+    def weight_model_path(self) -> Path:
+        from search.matching.weights import SHIPPED_MODEL
+
+        return self.weight_model or SHIPPED_MODEL
 
 
 class IngestSettings(_Section):

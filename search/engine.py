@@ -1,4 +1,10 @@
-"""The query path: encode, retrieve from the vector and lexical indexes, fuse, hydrate."""
+"""The query path: encode, retrieve candidates from the vector and lexical indexes, weigh the
+relevance signals for this query, fuse, rerank for freshness and diversity, hydrate.
+
+Modes: ``dense`` and ``lexical`` (one signal), ``hybrid`` (fixed linear weights from config),
+``rrf`` (reciprocal rank fusion), ``dynamic`` (weights per query from the learned weight model,
+plus category affinity), and ``default`` = the configured one (``dynamic``).
+"""
 
 from __future__ import annotations
 
@@ -6,22 +12,36 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from search.attributes import DocumentAttributes
 from search.config import SearchSettings
 from search.encoders import Encoder
 from search.filters import Filters
-from search.fusion import linear_fusion, top
+from search.fusion import linear_fusion, max_scaled, min_max, reciprocal_rank_fusion, top
 from search.lexical import LexicalIndex
+from search.matching.features import TEMPORAL, QueryFeatures, analyse_query
+from search.matching.weights import WeightModel
+from search.ranking.rerank import RerankWeights, rerank
 from search.snippets import snippet
 from search.store import Store
 from search.vector_index import VectorIndex
 
-Mode = Literal["dense", "lexical", "hybrid", "default"]
-MODES: tuple[str, ...] = ("dense", "lexical", "hybrid", "default")
+MODES: tuple[str, ...] = ("dense", "lexical", "hybrid", "rrf", "dynamic", "default")
+FUSED_MODES = ("hybrid", "rrf", "dynamic")
 SNIPPET_CHARS = 240
+
+
+@dataclass(frozen=True)
+class RankOptions:
+    """Per-request overrides of the configured ranking; None = the configured value."""
+
+    weights: dict[str, float] | None = None  # fixed relevance weights instead of the model's
+    freshness: float | None = None
+    half_life_days: float | None = None
+    diversity: float | None = None
 
 
 @dataclass
@@ -42,15 +62,30 @@ class SearchResult:
     mode: str
     hits: list[Hit]
     timings_ms: dict[str, float]
-    weights: dict[str, float] = field(default_factory=dict)  # weight per signal in the fusion
+    weights: dict[str, float] = field(default_factory=dict)  # relevance weight per signal
+    rerank: dict[str, float] = field(default_factory=dict)  # freshness, diversity, half-life
+    features: dict[str, Any] = field(default_factory=dict)  # what the query analyser saw
 
 
 @dataclass
 class Ranking:
-    """Keys with fused scores, best first, and each candidate's raw signal scores."""
+    """Keys with final scores, best first, and what produced them."""
 
     ranked: list[tuple[int, float]]
+    signals: dict[str, dict[int, float]]  # raw score per signal per candidate
+    weights: dict[str, float] = field(default_factory=dict)
+    rerank: RerankWeights | None = None
+    features: QueryFeatures | None = None
+
+
+@dataclass
+class Candidates:
+    """One query's candidates with every signal's raw scores: the input of fusion."""
+
+    query: str
     signals: dict[str, dict[int, float]]
+    features: QueryFeatures | None
+    vector: np.ndarray | None  # the query embedding
 
 
 class SearchEngine:
@@ -61,12 +96,16 @@ class SearchEngine:
         encoder: Encoder,
         vectors: VectorIndex,
         lexical: LexicalIndex,
+        attributes: DocumentAttributes | None = None,
+        weight_model: WeightModel | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.encoder = encoder
         self.vectors = vectors
         self.lexical = lexical
+        self.attributes = attributes or DocumentAttributes(encoder.dimension)
+        self.weight_model = weight_model or WeightModel.load(settings.weight_model_path())
 
     def resolve_mode(self, mode: str | None) -> str:
         mode = mode or "default"
@@ -82,11 +121,12 @@ class SearchEngine:
         nprobe: int | None = None,
         offset: int = 0,
         filters: Filters | None = None,
+        options: RankOptions | None = None,
     ) -> SearchResult:
         mode = self.resolve_mode(mode)
         timings: dict[str, float] = {}
         depth = offset + k
-        ranking = self.rank_many([query], depth, mode, nprobe, timings, filters)[0]
+        ranking = self.rank_many([query], depth, mode, nprobe, timings, filters, options)[0]
         page = ranking.ranked[offset:depth]
         started = time.perf_counter()
         docs = self.store.get_by_keys([key for key, _ in page])
@@ -106,15 +146,17 @@ class SearchEngine:
             if key in docs  # a document deleted since retrieval is dropped, never shown
         ]
         timings["hydrate"] = _ms(started)
-        return SearchResult(query, mode, hits, timings, self.weights(mode))
+        rerank_info = {}
+        if ranking.rerank is not None:
+            rerank_info = {
+                "freshness": ranking.rerank.freshness,
+                "diversity": ranking.rerank.diversity,
+                "half_life_days": ranking.rerank.half_life_days,
+            }
+        features = ranking.features.to_dict() if ranking.features else {}
+        return SearchResult(query, mode, hits, timings, ranking.weights, rerank_info, features)
 
-    def weights(self, mode: str) -> dict[str, float]:
-        if mode == "dense":
-            return {"dense": 1.0}
-        if mode == "lexical":
-            return {"lexical": 1.0}
-        w = self.settings.hybrid_dense_weight
-        return {"dense": w, "lexical": 1 - w}
+    # -- ranking ---------------------------------------------------------------------------
 
     def rank_many(
         self,
@@ -124,43 +166,192 @@ class SearchEngine:
         nprobe: int | None = None,
         timings: dict[str, float] | None = None,
         filters: Filters | None = None,
+        options: RankOptions | None = None,
     ) -> list[Ranking]:
         """Rank keys for many queries at once (one batched encoder call)."""
         mode = self.resolve_mode(mode)
+        options = options or RankOptions()
+        timings = timings if timings is not None else {}
+        reranking = [self.rerank_weights(q, options) for q in queries]
+        any_rerank = any(r.active for r in reranking)
+        depth = max(k, self.settings.candidates) if mode in FUSED_MODES or any_rerank else k
+        candidates = self.candidates(queries, depth, mode, nprobe, timings, filters)
+        started = time.perf_counter()
+        rankings = []
+        for found, rerank_weights in zip(candidates, reranking):
+            weights = self.relevance_weights(mode, found, options)
+            signals = dict(found.signals)
+            if "category" in weights:
+                signals["category"] = self._category_signal(found)
+            if mode == "rrf":
+                orders = [[key for key, _ in top(s, len(s))] for s in signals.values() if s]
+                fused = reciprocal_rank_fusion(orders, self.settings.rrf_k)
+            elif mode in FUSED_MODES:
+                # hybrid is the classic min-max fusion; the weight model was fitted on
+                # max-scaled signals (better across collections, see search/matching).
+                fused = linear_fusion(signals, weights, max_scaled if mode == "dynamic" else min_max)
+            else:
+                fused = signals[mode]
+            ranked = top(fused, depth if rerank_weights.active else k)
+            if rerank_weights.active:
+                ranked, objectives = self._rerank(ranked, rerank_weights, k)
+                signals.update(objectives)
+            rankings.append(
+                Ranking(
+                    ranked[:k],
+                    {n: s for n, s in signals.items() if s},
+                    weights,
+                    rerank_weights if rerank_weights.active else None,
+                    found.features,
+                )
+            )
+        timings["rank"] = _ms(started)
+        return rankings
+
+    def candidates(
+        self,
+        queries: Sequence[str],
+        depth: int,
+        mode: str,
+        nprobe: int | None = None,
+        timings: dict[str, float] | None = None,
+        filters: Filters | None = None,
+    ) -> list[Candidates]:
+        """Each query's candidates from every signal the mode uses, with raw scores."""
         timings = timings if timings is not None else {}
         allowed = None
         if filters:
             started = time.perf_counter()
             allowed = self.store.keys_matching(filters)
             timings["filter"] = _ms(started)
-        depth = max(k, self.settings.candidates) if mode == "hybrid" else k
+        n = len(queries)
         dense: list[dict[int, float]] = [{} for _ in queries]
         lexical: list[dict[int, float]] = [{} for _ in queries]
-        if mode in ("dense", "hybrid"):
+        title: list[dict[int, float]] = [{} for _ in queries]
+        vectors: np.ndarray | None = None
+        if mode != "lexical":
             started = time.perf_counter()
             vectors = self.encoder.encode_queries(list(queries))
             timings["encode"] = _ms(started)
             started = time.perf_counter()
             scores, keys = self.vectors.search(vectors, depth, nprobe=nprobe, allowed=allowed)
             timings["vector"] = _ms(started)
-            dense = [_as_scores(keys[i], scores[i]) for i in range(len(queries))]
-        if mode in ("lexical", "hybrid"):
+            dense = [_as_scores(keys[i], scores[i]) for i in range(n)]
+        if mode != "dense":
             started = time.perf_counter()
             lexical = [dict(self.lexical.search(q, depth, allowed=allowed)) for q in queries]
+            if mode == "dynamic":
+                title = [dict(self.lexical.search(q, depth, "title", allowed)) for q in queries]
             timings["lexical"] = _ms(started)
-        started = time.perf_counter()
-        rankings = []
-        for dense_scores, lexical_scores in zip(dense, lexical):
-            signals = {"dense": dense_scores, "lexical": lexical_scores}
-            if mode == "dense":
-                fused = dense_scores
-            elif mode == "lexical":
-                fused = lexical_scores
-            else:
-                fused = linear_fusion(signals, self.weights(mode))
-            rankings.append(Ranking(top(fused, k), {n: s for n, s in signals.items() if s}))
-        timings["fuse"] = _ms(started)
-        return rankings
+        features: list[QueryFeatures | None] = [None] * n
+        if mode == "dynamic":
+            documents = self.lexical.count
+            features = [
+                analyse_query(q, self.lexical.query_terms(q), self.lexical.document_frequency, documents)
+                for q in queries
+            ]
+        if mode == "dynamic" and vectors is not None:
+            started = time.perf_counter()
+            for i in range(n):
+                self._complete_dense(dense[i], vectors[i], lexical[i].keys() | title[i].keys())
+            timings["dense_fill"] = _ms(started)
+        return [
+            Candidates(
+                query=queries[i],
+                signals={"dense": dense[i], "lexical": lexical[i], "title": title[i]},
+                features=features[i],
+                vector=vectors[i] if vectors is not None else None,
+            )
+            for i in range(n)
+        ]
+
+    def _complete_dense(self, dense: dict[int, float], query: np.ndarray, keys: set[int]) -> None:
+        """Exact cosine for lexical-only candidates, so fusion compares like with like
+        instead of scoring a document the vector search did not reach as the worst."""
+        missing = [key for key in keys if key not in dense]
+        if not missing:
+            return
+        stored, found = self.vectors.reconstruct(missing)
+        scores = stored @ query
+        for key, score, ok in zip(missing, scores, found):
+            if ok:
+                dense[key] = float(score)
+
+    def relevance_weights(self, mode: str, found: Candidates, options: RankOptions) -> dict[str, float]:
+        if mode in ("dense", "lexical"):
+            return {mode: 1.0}
+        if mode == "rrf":  # ranks, not scores: per-request weights do not apply
+            return {"dense": 1.0, "lexical": 1.0}
+        if options.weights is not None:
+            return dict(options.weights)
+        if mode == "hybrid":
+            w = self.settings.hybrid_dense_weight
+            return {"dense": w, "lexical": 1 - w}
+        weights = self.weight_model.weights(found.features.vector())
+        affinity = self.category_weight(found)
+        if affinity > 0:
+            weights = {s: w * (1 - affinity) for s, w in weights.items()}
+            weights["category"] = affinity
+        return weights
+
+    # -- category affinity -----------------------------------------------------------------
+
+    def category_distribution(self, query_vector: np.ndarray | None) -> dict[str, float]:
+        """The query's soft distribution over document categories: a softmax of its cosine to
+        each category centroid (temperature from config)."""
+        names, centroids = self.attributes.centroids()
+        if query_vector is None or len(names) < 2:
+            return {}
+        logits = centroids @ query_vector / self.settings.category_temperature
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        return {name: float(v) for name, v in zip(names, p)}
+
+    def category_weight(self, found: Candidates) -> float:
+        """The configured weight scaled by how focused the query's category distribution is
+        (1 - normalised entropy): a query about no category in particular gets none."""
+        p = np.array(list(self.category_distribution(found.vector).values()))
+        if len(p) < 2 or self.settings.category_weight == 0:
+            return 0.0
+        entropy = -float(np.sum(p * np.log(np.maximum(p, 1e-12))))
+        focus = max(0.0, 1 - entropy / np.log(len(p)))
+        return round(self.settings.category_weight * focus, 6)
+
+    def _category_signal(self, found: Candidates) -> dict[int, float]:
+        distribution = self.category_distribution(found.vector)
+        keys = set().union(*(s.keys() for s in found.signals.values()))
+        keys_list = list(keys)
+        return {
+            key: distribution.get(a.category, 0.0) if a and a.category else 0.0
+            for key, a in zip(keys_list, self.attributes.get(keys_list))
+        }
+
+    # -- reranking -------------------------------------------------------------------------
+
+    def rerank_weights(self, query: str, options: RankOptions) -> RerankWeights:
+        s = self.settings
+        freshness = options.freshness
+        if freshness is None:
+            freshness = s.temporal_freshness_weight if TEMPORAL.search(query) else s.freshness_weight
+        diversity = s.diversity if options.diversity is None else options.diversity
+        half_life = s.half_life_days if options.half_life_days is None else options.half_life_days
+        return RerankWeights(freshness, diversity, half_life)
+
+    def _rerank(
+        self, ranked: list[tuple[int, float]], weights: RerankWeights, picks: int
+    ) -> tuple[list[tuple[int, float]], dict[str, dict[int, float]]]:
+        """The reranked order and each document's freshness and redundancy (for explain)."""
+        pool = ranked[: self.settings.rerank_depth]
+        keys = [key for key, _ in pool]
+        timestamps = [a.timestamp if a else None for a in self.attributes.get(keys)]
+        if weights.diversity == 0 and all(t is None for t in timestamps):
+            return ranked, {}  # no document has an age: nothing to rerank by
+        vectors = self.vectors.reconstruct(keys)[0] if weights.diversity > 0 else None
+        result = rerank(keys, [s for _, s in pool], weights, timestamps, vectors, time.time(), picks)
+        objectives = {"freshness": result.freshness}
+        if weights.diversity > 0:
+            objectives["redundancy"] = result.redundancy
+        return list(zip(result.keys, result.scores)) + ranked[len(pool) :], objectives
 
 
 def _as_scores(keys: np.ndarray, scores: np.ndarray) -> dict[int, float]:

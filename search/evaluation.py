@@ -11,7 +11,7 @@ from pathlib import Path
 import ir_measures
 from ir_measures import RR, R, nDCG
 
-from search.engine import SearchEngine
+from search.engine import RankOptions, SearchEngine
 
 MEASURES = {"ndcg@10": nDCG @ 10, "recall@100": R @ 100, "mrr@10": RR @ 10}
 RUN_DEPTH = 100
@@ -44,6 +44,7 @@ def evaluate(
     mode: str,
     nprobe: int | None = None,
     batch_size: int = 64,
+    options: RankOptions | None = None,
 ) -> EvalResult:
     """Run every judged query and score the top 100 against the qrels."""
     qrels = load_qrels(beir_dir)
@@ -53,7 +54,7 @@ def evaluate(
     started = time.perf_counter()
     for start in range(0, len(ids), batch_size):
         chunk = ids[start : start + batch_size]
-        rankings = engine.rank_many([queries[q] for q in chunk], RUN_DEPTH, mode, nprobe)
+        rankings = engine.rank_many([queries[q] for q in chunk], RUN_DEPTH, mode, nprobe, options=options)
         keys = {key for ranking in rankings for key, _ in ranking.ranked}
         docs = engine.store.get_by_keys(list(keys))
         for qid, ranking in zip(chunk, rankings):

@@ -382,6 +382,13 @@ class Store:
             yield docs
             after = getattr(docs[-1], column.key)
 
+    def attributes(self) -> Iterator[tuple[int, str | None, datetime | None, datetime | None]]:
+        """(key, category, updated_at, created_at) of every live document, streamed."""
+        query = select(DocumentRow.key, DocumentRow.category, DocumentRow.updated_at, DocumentRow.created_at)
+        with Session(self.engine) as session:
+            for row in session.execute(query.where(DocumentRow.deleted.is_(False)).execution_options(yield_per=10_000)):
+                yield int(row[0]), row[1], row[2], row[3]
+
     def last_seq(self) -> int:
         with Session(self.engine) as session:
             return int(session.scalar(select(CounterRow.value).where(CounterRow.name == SEQUENCE)))

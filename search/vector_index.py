@@ -179,6 +179,25 @@ class VectorIndex:
             index = self.index if selector is not None else self._search_index()
             return index.search(queries, k, params=params)
 
+    def reconstruct(self, keys: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Stored vectors ``[n, d]`` for ``keys`` and a mask of the keys found (zero rows for
+        keys the index lacks: a document written to the store but not yet indexed)."""
+        keys = np.ascontiguousarray(keys, dtype=np.int64)
+        dim = self.fingerprint.dimension
+        with self._lock:
+            try:
+                return self.index.reconstruct_batch(keys), np.ones(len(keys), dtype=bool)
+            except RuntimeError:  # some key is missing: fall back to one at a time
+                vectors = np.zeros((len(keys), dim), dtype=np.float32)
+                found = np.zeros(len(keys), dtype=bool)
+                for i, key in enumerate(keys):
+                    try:
+                        vectors[i] = self.index.reconstruct(int(key))
+                        found[i] = True
+                    except RuntimeError:
+                        pass
+                return vectors, found
+
     def _search_index(self) -> faiss.Index:
         if not self._use_gpu or not self.trained_size:
             return self.index  # exact search on small collections stays on the CPU

@@ -69,13 +69,38 @@ def test_search_get_and_post_with_explain(app_env) -> None:
     body = got.json()
     assert body["hits"][0]["id"] == "elec-001" and len(body["hits"]) == 3
     explain = body["hits"][0]["explain"]
-    assert set(explain["signals"]) == {"dense", "lexical"} and explain["weights"] == {"dense": 0.5, "lexical": 0.5}
-    assert {"encode", "vector", "lexical", "fuse", "hydrate"} <= set(body["timings_ms"])
+    # The default mode is dynamic: the weights come from the model, category affinity is in
+    # (the sample has categories), and "latest" raised the freshness weight.
+    assert {"dense", "lexical", "title", "category", "freshness"} <= set(explain["signals"])
+    weights = body["explain"]["weights"]
+    assert set(weights) == {"dense", "lexical", "title", "category"} and abs(sum(weights.values()) - 1) < 1e-6
+    assert explain["weights"] == weights and weights["category"] > 0
+    assert body["explain"]["features"]["temporal"] is True and body["explain"]["rerank"]["freshness"] == 0.3
+    assert {"encode", "vector", "lexical", "rank", "hydrate"} <= set(body["timings_ms"])
     assert "periscope" in body["hits"][0]["snippet"] and body["generation"] == "g1"
 
     posted = client.post("/search", json={"q": "latest phone camera", "k": 3}, headers=keys["reader"]).json()
     assert [h["id"] for h in posted["hits"]] == [h["id"] for h in body["hits"]]
-    assert posted["hits"][0]["explain"] is None
+    assert posted["hits"][0]["explain"] is None and posted["explain"] is None
+
+
+def test_per_request_ranking_weights(app_env) -> None:
+    client, keys, _ = app_env
+    def search(**body):
+        response = client.post("/search", json={"q": "battery life", "k": 5, "explain": True, **body}, headers=keys["reader"])
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    fixed = search(weights={"dense": 1.0})
+    assert fixed["explain"]["weights"] == {"dense": 1.0}
+    assert [h["id"] for h in fixed["hits"]] == [h["id"] for h in search(mode="dense")["hits"]]
+    reranked = search(freshness=0.5, diversity=0.3, half_life_days=7)
+    assert reranked["explain"]["rerank"] == {"freshness": 0.5, "diversity": 0.3, "half_life_days": 7.0}
+    assert {"freshness", "redundancy"} <= set(reranked["hits"][0]["explain"]["signals"])
+    for bad in ({"weights": {"dense": 0}}, {"weights": {"popularity": 1}}, {"freshness": 2}, {"diversity": -1}):
+        response = client.post("/search", json={"q": "battery", **bad}, headers=keys["reader"])
+        assert response.status_code == 422, bad
+        assert response.json()["error"]
 
 
 def test_pagination_is_consistent(app_env) -> None:

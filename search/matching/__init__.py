@@ -1,0 +1,1 @@
+"""Dynamic-weight matching: query features, the learned weight model, and its fitting."""

@@ -1,0 +1,1 @@
+"""Multi-objective reranking: relevance, freshness (age decay) and diversity (MMR)."""
