@@ -114,7 +114,10 @@ def create_app(settings: Settings, collection: Collection | None = None, consume
 
 
 def _services(settings: Settings, collection: Collection) -> Services:
-    return Services(settings, collection, KeyStore(settings.data_dir), ReindexJobs(collection), Metrics())
+    metrics = Metrics()
+    if collection.cache is not None:
+        collection.cache.observer = metrics.observe_cache
+    return Services(settings, collection, KeyStore(settings.data_dir), ReindexJobs(collection), metrics)
 
 
 def _follow(collection: Collection, interval: float, stop: threading.Event) -> None:
@@ -266,7 +269,7 @@ def _routes(app: FastAPI) -> None:
             checks["store"] = "ok"
         except Exception as exc:
             ok, checks["store"] = False, f"unreachable: {type(exc).__name__}"
-        checks["cache"] = "not configured"
+        checks["cache"] = _cache_status(svc.collection)
         consumer = svc.consumer
         if consumer is None:
             checks["broker"] = "not configured"
@@ -279,6 +282,7 @@ def _routes(app: FastAPI) -> None:
     def metrics(svc: ServicesDep) -> Response:
         """Prometheus metrics (admin)."""
         m, collection = svc.metrics, svc.collection
+        m.update_cache_ratios()
         stats = collection.store.stats()
         m.documents.labels("live").set(stats.live)
         m.documents.labels("deleted").set(stats.deleted)
@@ -402,6 +406,15 @@ def _parse_meta(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+def _cache_status(collection: Collection) -> str:
+    if collection.cache is None:
+        return "disabled"
+    redis_level = collection.cache.redis()
+    if redis_level is None:
+        return "ok (no redis level)"
+    return "ok" if redis_level.ping() else "degraded: redis unreachable, bypassed"
+
+
 def _search(svc: Services, request: SearchRequest) -> SearchResponse:
     api = svc.settings.api
     if len(request.q) > api.max_query_chars:
@@ -414,9 +427,9 @@ def _search(svc: Services, request: SearchRequest) -> SearchResponse:
     filters = Filters(tuple(f.category), dict(f.metadata), f.updated_after, f.updated_before)
     indexes = svc.collection.indexes  # one generation for the whole request
     options = RankOptions(request.weights, request.freshness, request.half_life_days, request.diversity)
-    result = indexes.engine.search(
-        request.q, request.k, request.mode, request.nprobe, request.offset, filters, options
-    )
+    args = (request.q, request.k, request.mode, request.nprobe, request.offset, filters, options)
+    results = svc.collection.results
+    result = results.search(indexes.engine, *args)[0] if results else indexes.engine.search(*args)
     for stage, ms in result.timings_ms.items():
         svc.metrics.search_stage.labels(stage).observe(ms / 1000)
     hits = [

@@ -24,6 +24,19 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.cache_requests = Counter(
+            "dss_cache_requests_total",
+            "Cache lookups and writes by level (memory, redis, sqlite) and outcome (hit, miss, set, error).",
+            ["level", "outcome"],
+            registry=self.registry,
+        )
+        self.cache_seconds = Histogram(
+            "dss_cache_seconds", "Cache operation latency by level.", ["level"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.cache_hit_ratio = Gauge(
+            "dss_cache_hit_ratio", "Hits / lookups since start, by level.", ["level"], registry=self.registry
+        )
         self.documents = Gauge(
             "dss_documents", "Documents in the store.", ["state"], registry=self.registry
         )
@@ -39,3 +52,18 @@ class Metrics:
         self.reindex_progress = Gauge(
             "dss_reindex_progress_ratio", "Progress of the running reindex job (0-1).", registry=self.registry
         )
+
+    def observe_cache(self, level: str, outcome: str, seconds: float) -> None:
+        self.cache_requests.labels(level, outcome).inc()
+        self.cache_seconds.labels(level).observe(seconds)
+
+    def update_cache_ratios(self) -> None:
+        counts: dict[tuple[str, str], float] = {}
+        for metric in self.cache_requests.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    counts[(sample.labels["level"], sample.labels["outcome"])] = sample.value
+        for level in {level for level, _ in counts}:
+            lookups = counts.get((level, "hit"), 0) + counts.get((level, "miss"), 0)
+            if lookups:
+                self.cache_hit_ratio.labels(level).set(counts.get((level, "hit"), 0) / lookups)

@@ -13,11 +13,14 @@ from pathlib import Path
 from indexer.layout import current_generation
 from indexer.writer import Indexer, Progress, WriteReport
 from search.attributes import DocumentAttributes
+from search.caches import TieredCache, build_cache
 from search.config import Settings
 from search.documents import DocumentWrite
 from search.encoders import Encoder, load_encoder
+from search.encoders.batching import MicroBatchingEncoder
 from search.engine import SearchEngine
 from search.lexical import LexicalIndex
+from search.query_cache import CachedQueryEncoder, ResultCache
 from search.store import Store
 from search.vector_index import EncoderMismatch, VectorIndex
 
@@ -49,6 +52,8 @@ class Collection:
     settings: Settings
     store: Store
     indexes: Indexes
+    cache: TieredCache | None = None  # the levels, shared by every generation
+    results: ResultCache | None = None  # result pages in that cache
     _write_lock: threading.Lock = field(default_factory=threading.Lock)
 
     # Shorthands for the live generation.
@@ -95,6 +100,8 @@ class Collection:
         with self._write_lock:
             self.indexes.close()
             self.store.close()
+            if self.cache is not None:
+                self.cache.close()
 
     def __enter__(self) -> "Collection":
         return self
@@ -103,7 +110,9 @@ class Collection:
         self.close()
 
 
-def open_indexes(settings: Settings, store: Store, encoder: Encoder, generation: Path) -> Indexes:
+def open_indexes(
+    settings: Settings, store: Store, encoder: Encoder, generation: Path, cache: TieredCache | None = None
+) -> Indexes:
     """The indexes of one generation and the indexer that keeps them in step with the store."""
     try:
         vectors = VectorIndex.load(generation / "vectors", settings.index, encoder.fingerprint)
@@ -115,9 +124,22 @@ def open_indexes(settings: Settings, store: Store, encoder: Encoder, generation:
     lexical = LexicalIndex(generation / "lexical", settings.lexical)
     attributes = DocumentAttributes(encoder.dimension)
     indexer = Indexer(settings, store, encoder, vectors, lexical, generation / "vectors", attributes)
-    engine = SearchEngine(settings.search, store, encoder, vectors, lexical, attributes)
+    engine = SearchEngine(
+        settings.search, store, query_encoder(settings, encoder, cache), vectors, lexical, attributes,
+        generation=generation.name,
+    )
     (generation / ENCODER_FILE).write_text(json.dumps(settings.encoder.model_dump()))
     return Indexes(generation, encoder, vectors, lexical, indexer, engine)
+
+
+def query_encoder(settings: Settings, encoder: Encoder, cache: TieredCache | None) -> Encoder:
+    """The encoder as the query path uses it: cached embeddings first, then concurrent misses
+    encoded together (one batcher per generation; an old generation's idle worker just waits)."""
+    if settings.encoder.micro_batch_wait_ms > 0:
+        encoder = MicroBatchingEncoder(encoder, settings.encoder.micro_batch_max, settings.encoder.micro_batch_wait_ms)
+    if cache is not None:
+        encoder = CachedQueryEncoder(encoder, cache, settings.cache.embedding_ttl_s)
+    return encoder
 
 
 def open_collection(
@@ -132,8 +154,10 @@ def open_collection(
     store = Store(settings.store_url)
     generation = current_generation(settings.data_dir)
     generation.mkdir(parents=True, exist_ok=True)
-    indexes = open_indexes(settings, store, encoder, generation)
+    cache = build_cache(settings.cache, settings.data_dir)
+    indexes = open_indexes(settings, store, encoder, generation, cache)
     caught_up = indexes.indexer.catch_up(progress)
     if caught_up:
         log.info("indexes caught up with the store", extra={"changes": caught_up})
-    return Collection(settings, store, indexes)
+    results = ResultCache(cache, settings.cache.ttl_s) if cache is not None else None
+    return Collection(settings, store, indexes, cache=cache, results=results)

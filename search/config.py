@@ -43,6 +43,10 @@ class EncoderSettings(_Section):
     # Prepended to queries (not documents), as instruction-tuned embedders expect.
     query_instruction: str = ""
     threads: int | None = Field(None, ge=1, le=1024)  # torch intra-op threads; None = torch default
+    # Concurrent queries are encoded together: a batch closes at micro_batch_max queries or
+    # micro_batch_wait_ms after its first query, whichever comes first; 0 ms switches it off.
+    micro_batch_max: int = Field(64, ge=1, le=4096)
+    micro_batch_wait_ms: float = Field(2.0, ge=0, le=1000)
 
 
 class StoreSettings(_Section):
@@ -110,6 +114,21 @@ class SearchSettings(_Section):
         return self.weight_model or SHIPPED_MODEL
 
 
+class CacheSettings(_Section):
+    """Query embeddings and result pages, in up to three levels (search/caches.py)."""
+
+    enabled: bool = True
+    memory_entries: int = Field(50_000, ge=0)  # in-process LRU; 0 = no memory level
+    # Shared by replicas; None = no Redis level. Unreachable at run time: bypassed, retried.
+    redis_url: str | None = "redis://127.0.0.1:6379/0"
+    redis_timeout_ms: int = Field(50, ge=1)
+    redis_retry_s: float = Field(2.0, gt=0)
+    sqlite: bool = True  # cache.sqlite in the data directory: survives restarts
+    ttl_s: int = Field(300, ge=1)  # result pages (a write makes them unreachable at once anyway)
+    embedding_ttl_s: int = Field(86_400, ge=1)
+    key_prefix: str = "dss:"
+
+
 class IngestSettings(_Section):
     batch_size: int = Field(512, ge=1)
     max_text_chars: int = Field(1_000_000, ge=1)
@@ -161,6 +180,7 @@ class Settings(BaseSettings):
     index: IndexSettings = IndexSettings()
     lexical: LexicalSettings = LexicalSettings()
     search: SearchSettings = SearchSettings()
+    cache: CacheSettings = CacheSettings()
     ingest: IngestSettings = IngestSettings()
     api: ApiSettings = ApiSettings()
     kafka: KafkaSettings = KafkaSettings()

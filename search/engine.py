@@ -98,8 +98,10 @@ class SearchEngine:
         lexical: LexicalIndex,
         attributes: DocumentAttributes | None = None,
         weight_model: WeightModel | None = None,
+        generation: str = "",
     ) -> None:
         self.settings = settings
+        self.generation = generation  # the index generation's name (part of cache keys)
         self.store = store
         self.encoder = encoder
         self.vectors = vectors

@@ -10,6 +10,7 @@ commits late.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -253,6 +254,7 @@ class Store:
         self.engine: Engine = create_engine(url, echo=echo, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._store_id: str | None = None
         self._initialise()
 
     @property
@@ -291,6 +293,17 @@ class Store:
                 )
             if session.get(CounterRow, SEQUENCE) is None:
                 session.add(CounterRow(name=SEQUENCE, value=0))
+            if session.get(MetaRow, "store_id") is None:
+                session.add(MetaRow(key="store_id", value=uuid.uuid4().hex))
+
+    @property
+    def store_id(self) -> str:
+        """A random id given to this store when it was created: tells caches shared by
+        several services apart, and a re-created database from its previous life."""
+        if self._store_id is None:
+            with Session(self.engine) as session:
+                self._store_id = session.get(MetaRow, "store_id").value
+        return self._store_id
 
     @contextmanager
     def writing(self) -> Iterator[WriteBatch]:

@@ -243,8 +243,16 @@ def test_request_ids_and_metrics(app_env) -> None:
     given = client.get("/health", headers={"X-Request-ID": "abc-123"})
     assert given.headers["X-Request-ID"] == "abc-123"
     assert len(client.get("/health").headers["X-Request-ID"]) == 32
-    client.get("/search", params={"q": "phone"}, headers=keys["reader"])
+    first = client.get("/search", params={"q": "phone"}, headers=keys["reader"]).json()
+    again = client.get("/search", params={"q": "phone"}, headers=keys["reader"]).json()
+    assert "encode" in first["timings_ms"] and set(again["timings_ms"]) == {"cache"}
+    assert again["hits"] == first["hits"]
     metrics = client.get("/metrics", headers=keys["admin"]).text
+    # memory: the page missed, then hit; the query's embedding missed (it came from Redis or
+    # was encoded): one hit in three lookups
+    assert 'dss_cache_hit_ratio{level="memory"} 0.333' in metrics
+    assert 'dss_cache_requests_total{level="redis",outcome="set"}' in metrics
+    assert 'dss_cache_seconds_count{level="sqlite"}' in metrics
     assert 'dss_http_request_duration_seconds_count{method="GET",route="/search",status="200"}' in metrics
     assert 'dss_search_stage_seconds_count{stage="encode"}' in metrics
     assert 'dss_documents{state="live"} 40.0' in metrics
@@ -256,7 +264,7 @@ def test_ready_reports_checks(app_env) -> None:
     client, _, _ = app_env
     body = client.get("/ready").json()
     assert body["status"] == "ready" and body["checks"]["store"] == "ok"
-    assert body["checks"]["cache"] == "not configured"
+    assert body["checks"]["cache"] == "ok"  # the real Redis on 127.0.0.1:6379
 
 
 def test_server_follows_writes_from_another_process(tmp_path: Path, store_url: str) -> None:

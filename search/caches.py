@@ -1,0 +1,203 @@
+"""Three cache levels for the query path: in-process LRU, Redis (shared by replicas), SQLite
+on disk (survives restarts). Used for query embeddings and for result pages.
+
+A read tries the levels in order and copies a hit into the faster levels it missed; a write
+goes to every level. Values are bytes (JSON or raw float32), never pickles: Redis is shared,
+and whatever reads it must not execute what it finds.
+
+Redis is optional at run time: when it cannot be reached, the cache skips it (a warning once
+per outage, an error count in the metrics) and tries again after ``redis_retry_s``; redis-py
+opens a fresh connection by itself then.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import cachetools
+import redis
+
+from search.config import CacheSettings
+
+log = logging.getLogger(__name__)
+
+# (level, outcome: hit | miss | error | set, seconds) -> None; the API turns these into metrics.
+Observer = Callable[[str, str, float], None]
+
+
+class Level(Protocol):
+    name: str
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def set(self, key: str, value: bytes, ttl_s: int) -> None: ...
+
+
+class MemoryLevel:
+    name = "memory"
+
+    def __init__(self, entries: int, ttl_s: int) -> None:
+        # One TTL for the level (the longest asked for); entries also carry their own expiry.
+        self._cache: cachetools.TTLCache[str, tuple[float, bytes]] = cachetools.TTLCache(entries, ttl_s)
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            entry = self._cache.get(key)
+        if entry is None or entry[0] < time.time():
+            return None
+        return entry[1]
+
+    def set(self, key: str, value: bytes, ttl_s: int) -> None:
+        with self._lock:
+            self._cache[key] = (time.time() + ttl_s, value)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+
+class RedisUnavailable(Exception):
+    """Redis is being skipped after a failure (until the retry time)."""
+
+
+class RedisLevel:
+    name = "redis"
+
+    def __init__(self, url: str, prefix: str, timeout_ms: int, retry_s: float) -> None:
+        timeout = timeout_ms / 1000
+        self._client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._prefix = prefix
+        self._retry_s = retry_s
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _call(self, fn: Callable[[], object]) -> object:
+        if not self.available:
+            raise RedisUnavailable()
+        try:
+            result = fn()
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            with self._lock:
+                if self.available:  # first failure of this outage: say so once
+                    log.warning("redis unreachable, bypassing it for %.1f s: %s", self._retry_s, exc)
+                self._down_until = time.monotonic() + self._retry_s
+            raise RedisUnavailable() from exc
+        if self._down_until:
+            with self._lock:
+                if self._down_until:
+                    log.warning("redis reachable again")
+                    self._down_until = 0.0
+        return result
+
+    def get(self, key: str) -> bytes | None:
+        return self._call(lambda: self._client.get(self._prefix + key))  # type: ignore[return-value]
+
+    def set(self, key: str, value: bytes, ttl_s: int) -> None:
+        self._call(lambda: self._client.set(self._prefix + key, value, ex=ttl_s))
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._call(self._client.ping))
+        except RedisUnavailable:
+            return False
+
+
+class SqliteLevel:
+    name = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value BLOB, expires REAL)")
+        self._lock = threading.Lock()
+        self._writes = 0
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            row = self._db.execute("SELECT value, expires FROM cache WHERE key = ?", (key,)).fetchone()
+        if row is None or row[1] < time.time():
+            return None
+        return bytes(row[0])
+
+    def set(self, key: str, value: bytes, ttl_s: int) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO cache (key, value, expires) VALUES (?, ?, ?)",
+                (key, value, time.time() + ttl_s),
+            )
+            self._writes += 1
+            if self._writes % 1000 == 0:  # keep the file from growing without bound
+                self._db.execute("DELETE FROM cache WHERE expires < ?", (time.time(),))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class TieredCache:
+    def __init__(self, levels: list[Level], observer: Observer | None = None) -> None:
+        self.levels = levels
+        self.observer = observer or (lambda level, outcome, seconds: None)
+
+    def get(self, key: str, ttl_s: int) -> bytes | None:
+        for i, level in enumerate(self.levels):
+            started = time.perf_counter()
+            try:
+                value = level.get(key)
+            except RedisUnavailable:
+                self.observer(level.name, "error", time.perf_counter() - started)
+                continue
+            self.observer(level.name, "hit" if value is not None else "miss", time.perf_counter() - started)
+            if value is not None:
+                for faster in self.levels[:i]:
+                    self._set(faster, key, value, ttl_s)
+                return value
+        return None
+
+    def set(self, key: str, value: bytes, ttl_s: int) -> None:
+        for level in self.levels:
+            self._set(level, key, value, ttl_s)
+
+    def _set(self, level: Level, key: str, value: bytes, ttl_s: int) -> None:
+        started = time.perf_counter()
+        try:
+            level.set(key, value, ttl_s)
+        except RedisUnavailable:
+            self.observer(level.name, "error", time.perf_counter() - started)
+            return
+        self.observer(level.name, "set", time.perf_counter() - started)
+
+    def redis(self) -> RedisLevel | None:
+        return next((level for level in self.levels if isinstance(level, RedisLevel)), None)
+
+    def close(self) -> None:
+        for level in self.levels:
+            if isinstance(level, SqliteLevel):
+                level.close()
+
+
+def build_cache(settings: CacheSettings, data_dir: Path, observer: Observer | None = None) -> TieredCache | None:
+    """The configured levels, fastest first; None when caching is off."""
+    if not settings.enabled:
+        return None
+    levels: list[Level] = []
+    if settings.memory_entries:
+        levels.append(MemoryLevel(settings.memory_entries, max(settings.ttl_s, settings.embedding_ttl_s)))
+    if settings.redis_url:
+        levels.append(RedisLevel(settings.redis_url, settings.key_prefix, settings.redis_timeout_ms, settings.redis_retry_s))
+    if settings.sqlite:
+        levels.append(SqliteLevel(data_dir / "cache.sqlite"))
+    return TieredCache(levels, observer)

@@ -1,0 +1,147 @@
+"""Caching on the query path: query embeddings, and whole result pages.
+
+A result page's key holds the normalised query, every parameter that changes the results,
+and the state of what answered it: the store's id, the index generation, the change sequence
+the indexes reflect, and a fingerprint of the ranking configuration. Any applied write moves
+the sequence on, so a page cached before it can no longer be looked up: a change visible in
+search is never hidden by a cached page. Pages expire after ``ttl_s`` too (freshness scores
+move with the clock).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from search.caches import TieredCache
+from search.encoders.base import Encoder
+from search.engine import Hit, RankOptions, SearchEngine, SearchResult
+from search.filters import Filters
+
+SPACES = re.compile(r"\s+")
+
+
+def normalise_query(text: str) -> str:
+    """Unicode NFKC, whitespace collapsed. Case is kept: a cased encoder tells cases apart."""
+    return SPACES.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+
+
+def _digest(parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class CachedQueryEncoder(Encoder):
+    """Query embeddings from the cache; the misses of a call are encoded together."""
+
+    def __init__(self, inner: Encoder, cache: TieredCache, ttl_s: int) -> None:
+        self.inner = inner
+        self.fingerprint = inner.fingerprint
+        self.device = getattr(inner, "device", "cpu")
+        self.cache = cache
+        self.ttl_s = ttl_s
+
+    def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self.inner.encode_documents(texts)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        keys = ["emb:" + _digest([str(self.fingerprint), text]) for text in texts]
+        found: dict[int, np.ndarray] = {}
+        for i, key in enumerate(keys):
+            value = self.cache.get(key, self.ttl_s)
+            if value is not None and len(value) == 4 * self.dimension:
+                found[i] = np.frombuffer(value, dtype=np.float32)
+        missing = [i for i in range(len(texts)) if i not in found]
+        if missing:
+            vectors = self.inner.encode_queries([texts[i] for i in missing])
+            for i, vector in zip(missing, vectors):
+                found[i] = vector
+                self.cache.set(keys[i], np.ascontiguousarray(vector, dtype=np.float32).tobytes(), self.ttl_s)
+        return np.stack([found[i] for i in range(len(texts))]).astype(np.float32, copy=False)
+
+
+class ResultCache:
+    def __init__(self, cache: TieredCache, ttl_s: int) -> None:
+        self.cache = cache
+        self.ttl_s = ttl_s
+
+    def key(
+        self,
+        engine: SearchEngine,
+        query: str,
+        k: int,
+        mode: str,
+        nprobe: int | None,
+        offset: int,
+        filters: Filters | None,
+        options: RankOptions | None,
+    ) -> str:
+        state = [
+            engine.store.store_id,
+            engine.generation,
+            engine.vectors.seq,
+            engine.lexical.seq,
+            engine.settings.model_dump(mode="json"),
+            str(engine.encoder.fingerprint),
+        ]
+        request = [
+            normalise_query(query),
+            k,
+            engine.resolve_mode(mode),
+            nprobe,
+            offset,
+            asdict(filters) if filters else None,
+            asdict(options) if options else None,
+        ]
+        return "page:" + _digest([state, request])
+
+    def get(self, key: str) -> SearchResult | None:
+        value = self.cache.get(key, self.ttl_s)
+        return _decode(value) if value is not None else None
+
+    def set(self, key: str, result: SearchResult) -> None:
+        self.cache.set(key, _encode(result), self.ttl_s)
+
+    def search(
+        self,
+        engine: SearchEngine,
+        query: str,
+        k: int = 10,
+        mode: str | None = None,
+        nprobe: int | None = None,
+        offset: int = 0,
+        filters: Filters | None = None,
+        options: RankOptions | None = None,
+    ) -> tuple[SearchResult, bool]:
+        """The page from the cache, else from the engine (and cached); True when cached."""
+        started = time.perf_counter()
+        key = self.key(engine, query, k, mode or "default", nprobe, offset, filters, options)
+        cached = self.get(key)
+        if cached is not None:
+            cached.timings_ms = {"cache": round((time.perf_counter() - started) * 1000, 3)}
+            return cached, True
+        result = engine.search(query, k, mode, nprobe, offset, filters, options)
+        self.set(key, result)
+        return result, False
+
+
+def _encode(result: SearchResult) -> bytes:
+    return json.dumps(asdict(result), default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)).encode()
+
+
+def _decode(value: bytes) -> SearchResult:
+    data = json.loads(value)
+    hits = []
+    for h in data.pop("hits"):
+        if h.get("updated_at"):
+            h["updated_at"] = datetime.fromisoformat(h["updated_at"])
+        hits.append(Hit(**h))
+    return SearchResult(hits=hits, **data)

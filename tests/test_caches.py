@@ -1,0 +1,183 @@
+"""Query-path caches against real parts: the in-process LRU, a real Redis server (stopped and
+restarted in one test), SQLite on disk; the micro-batching query encoder."""
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer.collection import open_collection
+from search.caches import MemoryLevel, RedisLevel, SqliteLevel, TieredCache
+from search.config import load_settings
+from search.documents import DocumentWrite
+from search.encoders.batching import MicroBatchingEncoder
+from search.query_cache import CachedQueryEncoder, normalise_query
+from tests.conftest import HashEncoder
+
+DOCS = [
+    DocumentWrite(id="wing", title="Wing lift", text="lift of a swept wing in a propeller slipstream"),
+    DocumentWrite(id="heat", title="Heat transfer", text="heat conduction in composite slabs"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_redis(port: int) -> subprocess.Popen:
+    server = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return server
+        except OSError:
+            time.sleep(0.05)
+    server.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def __call__(self, level: str, outcome: str, seconds: float) -> None:
+        self.events.append((level, outcome))
+
+    def count(self, level: str, outcome: str) -> int:
+        return self.events.count((level, outcome))
+
+
+def test_levels_expire_and_sqlite_survives_a_restart(tmp_path: Path) -> None:
+    memory = MemoryLevel(10, 60)
+    memory.set("a", b"1", ttl_s=60)
+    memory.set("gone", b"2", ttl_s=-1)  # already expired
+    assert memory.get("a") == b"1" and memory.get("gone") is None
+    disk = SqliteLevel(tmp_path / "cache.sqlite")
+    disk.set("page", b"stored", ttl_s=60)
+    disk.close()
+    reopened = SqliteLevel(tmp_path / "cache.sqlite")
+    assert reopened.get("page") == b"stored" and reopened.get("other") is None
+    recorder = Recorder()
+    tiered = TieredCache([MemoryLevel(10, 60), reopened], recorder)
+    assert tiered.get("page", 60) == b"stored"  # from disk, copied into memory
+    assert tiered.get("page", 60) == b"stored"
+    assert recorder.count("memory", "miss") == 1 and recorder.count("memory", "hit") == 1
+    assert recorder.count("sqlite", "hit") == 1
+
+
+def test_query_normalisation_keeps_meaning() -> None:
+    assert normalise_query("  heat\t conduction\n") == normalise_query("heat conduction")
+    assert normalise_query("ＸＹＺ") == "XYZ"  # full-width folded by NFKC
+    assert normalise_query("Apple") != normalise_query("apple")
+
+
+def test_embedding_cache_encodes_each_query_once(tmp_path: Path) -> None:
+    inner = HashEncoder()
+    encoder = CachedQueryEncoder(inner, TieredCache([MemoryLevel(100, 60), SqliteLevel(tmp_path / "c.sqlite")]), 60)
+    first = encoder.encode_queries(["wing lift", "heat"])
+    second = encoder.encode_queries(["heat", "new query"])
+    assert inner.calls == [2, 1]  # the second call encoded only the query it had not seen
+    np.testing.assert_array_equal(first[1], second[0])
+
+
+def test_a_write_is_never_hidden_by_a_cached_page(tmp_path: Path, minilm) -> None:
+    settings = load_settings(data_dir=tmp_path / "data")  # real Redis on 127.0.0.1:6379, SQLite, memory
+    with open_collection(settings, encoder=minilm) as collection:
+        recorder = Recorder()
+        collection.cache.observer = recorder
+        collection.write(DOCS)
+        results, engine = collection.results, collection.engine
+        page, cached = results.search(engine, "heat conduction", k=2)
+        assert not cached and page.hits[0].id == "heat"
+        again, cached = results.search(collection.engine, "heat  conduction", k=2)
+        assert cached and [h.id for h in again.hits] == [h.id for h in page.hits]
+        assert recorder.count("memory", "hit") >= 1
+        collection.write([DocumentWrite(id="heat", title="Heat transfer", text="radiative heat conduction in glass")])
+        fresh, cached = results.search(collection.engine, "heat conduction", k=2)
+        assert not cached and "radiative" in fresh.hits[0].snippet
+        collection.write([DocumentWrite(id="heat", op="delete")])
+        after_delete, cached = results.search(collection.engine, "heat conduction", k=2)
+        assert not cached and "heat" not in [h.id for h in after_delete.hits]
+        other_k, cached = results.search(collection.engine, "heat conduction", k=1)
+        assert not cached  # k is part of the key
+
+
+def test_service_keeps_answering_while_redis_is_down_and_reconnects(tmp_path: Path, minilm) -> None:
+    port = _free_port()
+    server = _start_redis(port)
+    cache = {"redis_url": f"redis://127.0.0.1:{port}/0", "redis_retry_s": 0.3, "memory_entries": 0, "sqlite": False}
+    settings = load_settings(data_dir=tmp_path / "data", cache=cache)
+    try:
+        with open_collection(settings, encoder=minilm) as collection:
+            recorder = Recorder()
+            collection.cache.observer = recorder
+            collection.write(DOCS)
+            redis_level = collection.cache.redis()
+            assert collection.results.search(collection.engine, "swept wing", k=1)[1] is False
+            assert collection.results.search(collection.engine, "swept wing", k=1)[1] is True
+            server.terminate(); server.wait(10)
+
+            started = time.perf_counter()
+            page, cached = collection.results.search(collection.engine, "heat slabs", k=1)
+            assert page.hits[0].id == "heat" and not cached
+            assert time.perf_counter() - started < 5  # short socket timeouts: no long stall
+            assert recorder.count("redis", "error") >= 1 and not redis_level.ping()
+            for _ in range(5):  # while it is down, queries keep working (bypassed)
+                assert collection.results.search(collection.engine, "swept wing", k=1)[0].hits[0].id == "wing"
+
+            server = _start_redis(port)
+            time.sleep(0.4)  # past the retry interval
+            assert redis_level.ping()
+            collection.results.search(collection.engine, "propeller slipstream", k=1)
+            assert collection.results.search(collection.engine, "propeller slipstream", k=1)[1] is True
+            assert recorder.count("redis", "hit") >= 2
+    finally:
+        server.kill()
+
+
+def test_micro_batching_encodes_concurrent_queries_together(minilm) -> None:
+    class Slow(HashEncoder):  # records the size of every call it gets
+        def encode_queries(self, texts):
+            time.sleep(0.02)
+            return super().encode_queries(texts)
+
+    inner = Slow()
+    batcher = MicroBatchingEncoder(inner, max_batch=64, max_wait_ms=10)
+    texts = [f"query number {i}" for i in range(32)]
+    results: dict[int, np.ndarray] = {}
+    def ask(i: int) -> None:
+        results[i] = batcher.encode_queries([texts[i]])[0]
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(inner.calls) == 32 and len(inner.calls) < 8  # batched, not one call per query
+    for i, text in enumerate(texts):
+        np.testing.assert_allclose(results[i], HashEncoder().encode_queries([text])[0], rtol=1e-6)
+
+    real = MicroBatchingEncoder(minilm, max_batch=8, max_wait_ms=5)
+    together = np.stack([real.encode_queries([t])[0] for t in texts[:3]])
+    np.testing.assert_allclose(together, minilm.encode_queries(texts[:3]), atol=1e-5)
+
+
+def test_micro_batching_passes_errors_to_every_caller() -> None:
+    class Broken(HashEncoder):
+        def encode_queries(self, texts):
+            raise RuntimeError("encoder failed")
+
+    batcher = MicroBatchingEncoder(Broken(), max_batch=8, max_wait_ms=5)
+    with pytest.raises(RuntimeError, match="encoder failed"):
+        batcher.encode_queries(["a"])
