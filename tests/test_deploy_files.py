@@ -35,6 +35,7 @@ def test_service_environment_names_real_settings(service: str, monkeypatch: pyte
     assert settings.store.url == env["DSS_STORE__URL"]
     assert settings.kafka.bootstrap_servers == env["DSS_KAFKA__BOOTSTRAP_SERVERS"]
     assert str(settings.data_dir) == env["DSS_DATA_DIR"]
+    assert settings.cache.redis_url == env["DSS_CACHE__REDIS_URL"]
 
 
 def _dss_commands() -> list[list[str]]:

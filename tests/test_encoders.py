@@ -90,3 +90,17 @@ def test_deepseek_bf16_on_cuda(tiny_deepseek: Path) -> None:
     cpu = load_encoder(EncoderSettings(backend="deepseek", model=str(tiny_deepseek), device="cpu"))
     gpu_vectors, cpu_vectors = encoder.encode_documents(TEXTS), cpu.encode_documents(TEXTS)
     assert np.all(np.sum(gpu_vectors * cpu_vectors, axis=1) > 0.98)
+
+
+@pytest.mark.parametrize("runtime, floor", [("onnx", 0.9999), ("onnx-int8", 0.98)])
+def test_onnx_runtime_matches_torch(tmp_path, minilm, runtime: str, floor: float) -> None:
+    from search.config import EncoderSettings
+    from search.encoders import load_encoder
+
+    encoder = load_encoder(EncoderSettings(runtime=runtime, onnx_cache_dir=tmp_path, batch_size=4))
+    texts = ["boundary layer transition on a swept wing", "最新的开源大模型", "x", "heat " * 300]
+    cosine = (encoder.encode_queries(texts) * minilm.encode_queries(texts)).sum(axis=1)
+    assert cosine.min() >= floor, cosine
+    expected = "model-int8" if runtime == "onnx-int8" else "model"
+    assert encoder.fingerprint.pooling == expected and encoder.dimension == minilm.dimension
+    assert list(tmp_path.glob("*.onnx"))  # exported once, reused by the next start

@@ -15,6 +15,10 @@ def load_encoder(settings: EncoderSettings) -> Encoder:
         from search.encoders.deepseek import DeepSeekEncoder
 
         return DeepSeekEncoder(settings)
+    if settings.runtime != "torch":
+        from search.encoders.onnx import OnnxEncoder
+
+        return OnnxEncoder(settings)
     from search.encoders.sentence import SentenceTransformerEncoder
 
     return SentenceTransformerEncoder(settings)
