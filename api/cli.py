@@ -146,6 +146,14 @@ def search(
     console.print(", ".join(f"{name} {ms:.1f} ms" for name, ms in result.timings_ms.items()))
 
 
+def _fraction(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if 0 <= value <= 1 else None
+
+
 @app.command("eval")
 def evaluate(
     beir_dir: Annotated[Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv")],
@@ -171,12 +179,10 @@ def evaluate(
         mode, _, weight = name.partition(":")
         options = None
         if weight:
-            try:
-                w = float(weight)
-                assert mode == "hybrid" and 0 <= w <= 1
-            except (ValueError, AssertionError):
+            w = _fraction(weight)
+            if mode != "hybrid" or w is None:
                 err.print(f"[red]--mode {name}: a weight goes with hybrid only, hybrid:W with 0 <= W <= 1[/red]")
-                raise typer.Exit(2) from None
+                raise typer.Exit(2)
             options = RankOptions(weights={"dense": w, "lexical": 1 - w})
         parsed.append((name, mode, options))
     with tempfile.TemporaryDirectory(prefix="dss-eval-") as tmp:

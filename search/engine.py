@@ -8,6 +8,8 @@ plus category affinity), and ``default`` = the configured one (``dynamic``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -82,10 +84,9 @@ class Ranking:
 class Candidates:
     """One query's candidates with every signal's raw scores: the input of fusion."""
 
-    query: str
     signals: dict[str, dict[int, float]]
-    features: QueryFeatures | None
-    vector: np.ndarray | None  # the query embedding
+    features: QueryFeatures | None  # dynamic mode only
+    categories: dict[str, float]  # the query's category distribution (dynamic mode only)
 
 
 class SearchEngine:
@@ -108,6 +109,14 @@ class SearchEngine:
         self.lexical = lexical
         self.attributes = attributes or DocumentAttributes(encoder.dimension)
         self.weight_model = weight_model or WeightModel.load(settings.weight_model_path())
+        # Everything fixed at start-up that shapes a ranking (result-cache keys hold it): a
+        # refitted weight model at the same path must not be answered by pages of the old one.
+        self.ranking_fingerprint = hashlib.sha256(
+            json.dumps(
+                [settings.model_dump(mode="json"), str(encoder.fingerprint), self.weight_model.to_json()],
+                sort_keys=True,
+            ).encode()
+        ).hexdigest()
 
     def resolve_mode(self, mode: str | None) -> str:
         mode = mode or "default"
@@ -252,17 +261,18 @@ class SearchEngine:
                 analyse_query(q, self.lexical.query_terms(q), self.lexical.document_frequency, documents)
                 for q in queries
             ]
+        categories: list[dict[str, float]] = [{} for _ in queries]
         if mode == "dynamic" and vectors is not None:
             started = time.perf_counter()
             for i in range(n):
                 self._complete_dense(dense[i], vectors[i], lexical[i].keys() | title[i].keys())
             timings["dense_fill"] = _ms(started)
+            categories = [self.category_distribution(v) for v in vectors]
         return [
             Candidates(
-                query=queries[i],
                 signals={"dense": dense[i], "lexical": lexical[i], "title": title[i]},
                 features=features[i],
-                vector=vectors[i] if vectors is not None else None,
+                categories=categories[i],
             )
             for i in range(n)
         ]
@@ -290,7 +300,7 @@ class SearchEngine:
             w = self.settings.hybrid_dense_weight
             return {"dense": w, "lexical": 1 - w}
         weights = self.weight_model.weights(found.features.vector())
-        affinity = self.category_weight(found)
+        affinity = self.category_weight(found.categories)
         if affinity > 0:
             weights = {s: w * (1 - affinity) for s, w in weights.items()}
             weights["category"] = affinity
@@ -309,10 +319,10 @@ class SearchEngine:
         p /= p.sum()
         return {name: float(v) for name, v in zip(names, p)}
 
-    def category_weight(self, found: Candidates) -> float:
+    def category_weight(self, distribution: dict[str, float]) -> float:
         """The configured weight scaled by how focused the query's category distribution is
         (1 - normalised entropy): a query about no category in particular gets none."""
-        p = np.array(list(self.category_distribution(found.vector).values()))
+        p = np.array(list(distribution.values()))
         if len(p) < 2 or self.settings.category_weight == 0:
             return 0.0
         entropy = -float(np.sum(p * np.log(np.maximum(p, 1e-12))))
@@ -320,12 +330,11 @@ class SearchEngine:
         return round(self.settings.category_weight * focus, 6)
 
     def _category_signal(self, found: Candidates) -> dict[int, float]:
-        distribution = self.category_distribution(found.vector)
-        keys = set().union(*(s.keys() for s in found.signals.values()))
-        keys_list = list(keys)
+        """Each candidate scores the query's probability of its category."""
+        keys = list(set().union(*(s.keys() for s in found.signals.values())))
         return {
-            key: distribution.get(a.category, 0.0) if a and a.category else 0.0
-            for key, a in zip(keys_list, self.attributes.get(keys_list))
+            key: found.categories.get(a.category, 0.0) if a and a.category else 0.0
+            for key, a in zip(keys, self.attributes.get(keys))
         }
 
     # -- reranking -------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 A result page's key holds the normalised query, every parameter that changes the results,
 and the state of what answered it: the store's id, the index generation, the change sequence
-the indexes reflect, and a fingerprint of the ranking configuration. Any applied write moves
+the indexes reflect, and a fingerprint of the ranking configuration (settings, encoder, weight
+model). Any applied write moves
 the sequence on, so a page cached before it can no longer be looked up: a change visible in
 search is never hidden by a cached page. Pages expire after ``ttl_s`` too (freshness scores
 move with the clock).
@@ -89,8 +90,7 @@ class ResultCache:
             engine.generation,
             engine.vectors.seq,
             engine.lexical.seq,
-            engine.settings.model_dump(mode="json"),
-            str(engine.encoder.fingerprint),
+            engine.ranking_fingerprint,
         ]
         request = [
             normalise_query(query),

@@ -30,7 +30,6 @@ class MicroBatchingEncoder(Encoder):
         self._requests: queue.Queue[tuple[list[str], Future[np.ndarray]]] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self.batches = 0  # encoder calls made, for tests and metrics
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
         return self.inner.encode_documents(texts)
@@ -38,7 +37,6 @@ class MicroBatchingEncoder(Encoder):
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)
         if len(texts) >= self.max_batch or self.max_wait <= 0:
-            self.batches += 1
             return self.inner.encode_queries(texts)
         self._ensure_worker()
         future: Future[np.ndarray] = Future()
@@ -70,7 +68,6 @@ class MicroBatchingEncoder(Encoder):
     def _encode(self, batch: list[tuple[list[str], Future[np.ndarray]]]) -> None:
         texts = [t for texts, _ in batch for t in texts]
         try:
-            self.batches += 1
             vectors = self.inner.encode_queries(texts)
         except BaseException as exc:  # every caller gets the error; the worker lives on
             for _, future in batch:

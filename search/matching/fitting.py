@@ -43,9 +43,9 @@ class TrainingSet:
     gains: np.ndarray  # [Q, M] relevance grade of each candidate
     ideal: np.ndarray  # [Q] ideal DCG@10 from all judged documents
 
-    def subset(self, rows: np.ndarray, name: str | None = None) -> "TrainingSet":
+    def subset(self, rows: np.ndarray) -> "TrainingSet":
         return TrainingSet(
-            name or self.name,
+            self.name,
             [self.query_ids[i] for i in rows],
             self.features[rows],
             self.scores[rows],
