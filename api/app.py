@@ -23,7 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.jobs import JobConflict, ReindexJobs
-from api.keys import KeyStore, Role
+from api.front import ROUTE_LABEL, ResponsePages, SearchFront, header, page_body
+from api.keys import KeyStore, Role, refusal
 from api.logs import request_id
 from api.metrics import Metrics
 from api.models import (
@@ -37,6 +38,7 @@ from api.models import (
     SearchFilters,
     SearchHit,
     SearchRequest,
+    SearchPage,
     SearchResponse,
     WriteResponse,
     WriteResultOut,
@@ -64,6 +66,7 @@ class Services:
     keys: KeyStore
     jobs: ReindexJobs
     metrics: Metrics
+    pages: ResponsePages | None = None  # finished GET /search bodies for the front (api/front.py)
     consumer: DocumentConsumer | None = None
 
 
@@ -104,8 +107,10 @@ def create_app(settings: Settings, collection: Collection | None = None, consume
         lifespan=lifespan,
         responses=ERRORS,
     )
+    # Outermost last: request id and log line, then the fast lane for repeated searches.
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
-    app.middleware("http")(_observe)
+    app.add_middleware(SearchFront)
+    app.add_middleware(RequestObserver)
     _install_error_handlers(app)
     _routes(app)
     if collection is not None:
@@ -117,7 +122,9 @@ def _services(settings: Settings, collection: Collection) -> Services:
     metrics = Metrics()
     if collection.cache is not None:
         collection.cache.observer = metrics.observe_cache
-    return Services(settings, collection, KeyStore(settings.data_dir), ReindexJobs(collection), metrics)
+    cache = settings.cache
+    pages = ResponsePages(cache.memory_entries, cache.ttl_s) if cache.enabled and cache.memory_entries else None
+    return Services(settings, collection, KeyStore(settings.data_dir), ReindexJobs(collection), metrics, pages)
 
 
 def _follow(collection: Collection, interval: float, stop: threading.Event) -> None:
@@ -133,28 +140,41 @@ def _follow(collection: Collection, interval: float, stop: threading.Event) -> N
 # -- cross-cutting: request ids, logs, metrics, body limit, errors -------------------------
 
 
-async def _observe(request: Request, call_next: Callable) -> Response:
-    rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-    token = request_id.set(rid[:128])
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await call_next(request)
-        status = response.status_code
-        response.headers["X-Request-ID"] = rid[:128]
-        return response
-    finally:
-        seconds = time.perf_counter() - started
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        services: Services | None = getattr(request.app.state, "services", None)
-        if services is not None:
-            services.metrics.requests.labels(request.method, path, str(status)).observe(seconds)
-        log.info(
-            "request",
-            extra={"method": request.method, "route": path, "status": status, "ms": round(seconds * 1000, 2)},
-        )
-        request_id.reset(token)
+class RequestObserver:
+    """Outermost: a request id (taken from X-Request-ID or made), returned in the response
+    header and carried by every log line; one log line and one latency sample per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        rid = (header(scope, b"x-request-id") or uuid.uuid4().hex)[:128]
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid.encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or scope.get(ROUTE_LABEL, "unmatched")
+            services: Services | None = getattr(scope["app"].state, "services", None)
+            if services is not None:
+                services.metrics.requests.labels(scope["method"], route, str(status)).observe(seconds)
+            log.info(
+                "request",
+                extra={"method": scope["method"], "route": route, "status": status, "ms": round(seconds * 1000, 2)},
+            )
+            request_id.reset(token)
 
 
 class BodySizeLimit:
@@ -233,13 +253,10 @@ def require(role: Role) -> Callable[..., None]:
     def check(svc: ServicesDep, key: Annotated[str | None, Depends(api_key_header)]) -> None:
         if not svc.settings.api.auth:
             return
-        if not key:
-            raise HTTPException(401, "missing API key: send it in the X-API-Key header", {"WWW-Authenticate": "ApiKey"})
-        granted = svc.keys.role_of(key)
-        if granted is None:
-            raise HTTPException(401, "unknown or revoked API key", {"WWW-Authenticate": "ApiKey"})
-        if granted < role:
-            raise HTTPException(403, f"this endpoint needs the {role.name} role; the key has {granted.name}")
+        refused = refusal(svc.keys, key, role)
+        if refused is not None:
+            status, message = refused
+            raise HTTPException(status, message, {"WWW-Authenticate": "ApiKey"} if status == 401 else None)
 
     return check
 
@@ -297,6 +314,7 @@ def _routes(app: FastAPI) -> None:
     @app.get("/search", tags=["search"], dependencies=[Reader], response_model=SearchResponse)
     def search_get(
         svc: ServicesDep,
+        http: Request,
         q: Annotated[str, Query(min_length=1, max_length=10_000)],
         k: Annotated[int, Query(ge=1, le=1000)] = 10,
         offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
@@ -312,7 +330,7 @@ def _routes(app: FastAPI) -> None:
         freshness: Annotated[float | None, Query(ge=0, le=1)] = None,
         half_life_days: Annotated[float | None, Query(gt=0, le=100_000)] = None,
         diversity: Annotated[float | None, Query(ge=0, le=1)] = None,
-    ) -> SearchResponse:
+    ) -> Response:
         """Search with query parameters (see POST /search for the JSON form)."""
         filters = SearchFilters(
             category=category or [],
@@ -332,10 +350,10 @@ def _routes(app: FastAPI) -> None:
             half_life_days=half_life_days,
             diversity=diversity,
         )
-        return _search(svc, request)
+        return _search(svc, request, http.scope["query_string"])
 
     @app.post("/search", tags=["search"], dependencies=[Reader], response_model=SearchResponse)
-    def search_post(svc: ServicesDep, request: SearchRequest) -> SearchResponse:
+    def search_post(svc: ServicesDep, request: SearchRequest) -> Response:
         """Search with filters, per-request ranking weights and explanations. Modes: dense,
         lexical, hybrid (fixed weights), rrf, dynamic (weights per query) or default (dynamic)."""
         return _search(svc, request)
@@ -415,7 +433,9 @@ def _cache_status(collection: Collection) -> str:
     return "ok" if redis_level.ping() else "degraded: redis unreachable, bypassed"
 
 
-def _search(svc: Services, request: SearchRequest) -> SearchResponse:
+def _search(svc: Services, request: SearchRequest, query_string: bytes | None = None) -> Response:
+    """The search response, serialised here (the model is built by us and needs no second
+    validation). A GET request's page is offered to the front under its query string."""
     api = svc.settings.api
     if len(request.q) > api.max_query_chars:
         raise HTTPException(422, f"q is longer than {api.max_query_chars} characters")
@@ -426,6 +446,7 @@ def _search(svc: Services, request: SearchRequest) -> SearchResponse:
     f = request.filters
     filters = Filters(tuple(f.category), dict(f.metadata), f.updated_after, f.updated_before)
     indexes = svc.collection.indexes  # one generation for the whole request
+    state = indexes.engine.state  # read before searching: the page reflects this state or a later one
     options = RankOptions(request.weights, request.freshness, request.half_life_days, request.diversity)
     args = (request.q, request.k, request.mode, request.nprobe, request.offset, filters, options)
     results = svc.collection.results
@@ -445,18 +466,21 @@ def _search(svc: Services, request: SearchRequest) -> SearchResponse:
         )
         for h in result.hits
     ]
-    return SearchResponse(
+    page = SearchPage(
         query=request.q,
         mode=result.mode,
         k=request.k,
         offset=request.offset,
         generation=indexes.generation.name,
         hits=hits,
-        timings_ms=result.timings_ms,
         explain=QueryExplanation(weights=result.weights, rerank=result.rerank, features=result.features)
         if request.explain
         else None,
     )
+    head = page.model_dump_json().encode()
+    if query_string is not None and svc.pages is not None:
+        svc.pages.offer(query_string, state, head)
+    return Response(page_body(head, result.timings_ms), media_type="application/json")
 
 
 def _write(svc: Services, changes: list[DocumentWrite]) -> WriteResponse:

@@ -87,3 +87,15 @@ class KeyStore:
         with self._lock:
             record = self._load().get(_digest(key))
         return Role[record.role] if record else None
+
+
+def refusal(keys: KeyStore, key: str | None, needed: Role) -> tuple[int, str] | None:
+    """Why ``key`` may not do what needs the ``needed`` role: (HTTP status, message), or None."""
+    if not key:
+        return 401, "missing API key: send it in the X-API-Key header"
+    granted = keys.role_of(key)
+    if granted is None:
+        return 401, "unknown or revoked API key"
+    if granted < needed:
+        return 403, f"this endpoint needs the {needed.name} role; the key has {granted.name}"
+    return None

@@ -79,15 +79,20 @@ class SearchHit(BaseModel):
     explain: Explanation | None = None
 
 
-class SearchResponse(BaseModel):
+class SearchPage(BaseModel):
+    """A search response without its timings: what the response cache keeps (api/front.py)."""
+
     query: str
     mode: str
     k: int
     offset: int
     generation: str = Field(description="The index generation that answered (changes after a reindex).")
     hits: list[SearchHit]
-    timings_ms: dict[str, float]
     explain: QueryExplanation | None = None
+
+
+class SearchResponse(SearchPage):
+    timings_ms: dict[str, float] = Field(description="Milliseconds per search stage, or {cache: ms} when a cached page answered.")
 
 
 class DocumentIn(_Strict):

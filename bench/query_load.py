@@ -1,23 +1,25 @@
 """Query load against the real `dss serve` (and txtai's API on the same data and model), with
 an index of 100,000 documents, at concurrency 1 / 8 / 32 / 64, for an uncached mix (no query
-repeats) and a Zipf mix of repeating queries; plus the encoder's batched ceiling, in one run.
+repeats), a Zipf mix of repeating queries and a fully cached mix (every query answered once
+before); plus the encoder's batched ceilings (torch fp32, ONNX fp32, the server's query path),
+in one run.
 
     python bench/query_load.py ../shared/data/cranfield [--docs 100000] [--runtime onnx]
-        [--txtai-python /opt/txtai-venv/bin/python] [--seconds 6] [--runs 3]
+        [--no-int8-queries] [--device cuda] [--txtai-python /opt/txtai-venv/bin/python]
+        [--seconds 6] [--runs 3]
 
 The 100,000 documents are short (12-word windows, stride 4, over the cranfield and cisi texts
 in ../shared/data), so the encoder indexes them in minutes on 2 cores. Queries are the
 cranfield queries; the uncached mix appends a unique number to each, the Zipf mix draws them
-with P(rank r) ∝ 1/r^1.1. The load generator is an asyncio httpx client on the same machine,
-one keep-alive connection per concurrent client. Each figure is the median of --runs runs.
+with P(rank r) ∝ 1/r^1.1, the cached mix draws them uniformly after a warm-up pass. The load generator is wrk (Debian package `wrk`) on the same
+machine: one thread, one keep-alive connection per concurrent client, paths replayed from a
+file. Each figure is the median of --runs runs.
 Writes JSON to bench/results/query_load.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import itertools
 import json
 import os
 import signal
@@ -29,13 +31,13 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from urllib.parse import quote_plus
 
 import httpx
 import numpy as np
 
 DSS = [sys.executable, "-m", "api"]
 CONCURRENCY = (1, 8, 32, 64)
-_unique = itertools.count()
 
 
 def free_port() -> int:
@@ -58,54 +60,65 @@ def short_documents(shared: Path, n: int, width: int = 12, stride: int = 4) -> l
     return docs[:n]
 
 
-def query_stream(queries: list[str], mix: str, seed: int):
-    if mix == "uncached":
-        while True:
-            for q in queries:
-                yield f"{q} {next(_unique)}"
+def query_paths(queries: list[str], mix: str, seed: int, count: int, template: str) -> list[str]:
+    """Request paths: the uncached mix gives every query a unique number, the Zipf mix draws
+    queries with P(rank r) ∝ 1/r^1.1 (a random permutation decides which query has which rank)."""
     rng = np.random.default_rng(seed)
-    weights = 1 / np.arange(1, len(queries) + 1) ** 1.1
-    order = rng.permutation(len(queries))
-    while True:
-        yield queries[order[rng.choice(len(queries), p=weights / weights.sum())]]
+    if mix == "uncached":
+        texts = [f"{queries[i % len(queries)]} {seed}-{i}" for i in range(count)]
+    elif mix == "cached":
+        texts = [queries[i] for i in rng.integers(len(queries), size=count)]
+    else:
+        weights = 1 / np.arange(1, len(queries) + 1) ** 1.1
+        ranked = [queries[i] for i in rng.permutation(len(queries))]
+        texts = [ranked[r] for r in rng.choice(len(queries), size=count, p=weights / weights.sum())]
+    return [template.format(q=quote_plus(t)) for t in texts]
 
 
-async def load(url: str, path: str, params, headers: dict, concurrency: int, seconds: float, queries) -> dict:
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + seconds
-
-    async def client() -> None:
-        nonlocal errors
-        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
-            while time.perf_counter() < deadline:
-                started = time.perf_counter()
-                try:
-                    response = await http.get(path, params=params(next(queries)))
-                    errors += response.status_code != 200
-                except httpx.HTTPError:
-                    errors += 1
-                latencies.append((time.perf_counter() - started) * 1000)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    wall = time.perf_counter() - started
-    return {
-        "qps": len(latencies) / wall,
-        "p50_ms": float(np.percentile(latencies, 50)),
-        "p99_ms": float(np.percentile(latencies, 99)),
-        "errors": errors,
-    }
+# wrk replays the paths in order (uncached paths never repeat within a run) and reports
+# requests, non-2xx/socket errors and latency percentiles as one JSON line.
+WRK_SCRIPT = """
+local paths, i = {}, 0
+for line in io.lines(os.getenv("DSS_PATHS")) do paths[#paths + 1] = line end
+request = function()
+  i = i % #paths + 1
+  return wrk.format("GET", paths[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{"requests": %d, "seconds": %f, "errors": %d, "p50_ms": %f, "p99_ms": %f}\\n',
+    summary.requests, summary.duration / 1e6, e.connect + e.read + e.write + e.timeout + e.status,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
 
 
-def measure(url, path, params, headers, queries: list[str], seconds: float, runs: int) -> list[dict]:
+def load(url: str, headers: dict, concurrency: int, seconds: float, paths: list[str], work: Path) -> dict:
+    """One wrk run: one thread (it needs a fraction of a core) and ``concurrency`` connections."""
+    script, path_file = work / "load.lua", work / "paths.txt"
+    script.write_text(WRK_SCRIPT)
+    path_file.write_text("\n".join(paths) + "\n")
+    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{round(seconds)}s", "--timeout", "30s", "-s", str(script)]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    out = subprocess.run([*command, url], check=True, capture_output=True, text=True, env={**os.environ, "DSS_PATHS": str(path_file)})
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"qps": result["requests"] / result["seconds"], **{k: result[k] for k in ("p50_ms", "p99_ms", "errors")}}
+
+
+def measure(url: str, template: str, headers: dict, queries: list[str], seconds: float, runs: int, work: Path) -> list[dict]:
     rows = []
-    for mix in ("uncached", "zipf"):
+    for mix in ("uncached", "zipf", "cached"):
+        if mix == "cached":  # answer every query once, so that the mix is all hits
+            with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
+                for q in queries:
+                    http.get(template.format(q=quote_plus(q))).raise_for_status()
         for concurrency in CONCURRENCY:
-            results = [
-                asyncio.run(load(url, path, params, headers, concurrency, seconds, query_stream(queries, mix, run)))
-                for run in range(runs)
-            ]
+            results = []
+            for run in range(runs):
+                # enough unique paths that the fastest run cannot wrap round
+                paths = query_paths(queries, mix, seed=run + 1000 * concurrency, count=int(seconds * 3000), template=template)
+                results.append(load(url, headers, concurrency, seconds, paths, work))
             row = {
                 "mix": mix,
                 "concurrency": concurrency,
@@ -129,11 +142,12 @@ def wait_ready(url: str, path: str, timeout: float = 600) -> None:
     raise RuntimeError(f"{url} did not become ready")
 
 
-def encoder_ceiling(runtime: str, queries: list[str], repeats: int = 3) -> float:
+def encoder_ceiling(settings: dict, queries: list[str], repeats: int = 3) -> float:
+    """Queries per second of the bare encoder, 64 queries per call (median of ``repeats``)."""
     from search.config import EncoderSettings
     from search.encoders import load_encoder
 
-    encoder = load_encoder(EncoderSettings(runtime=runtime))
+    encoder = load_encoder(EncoderSettings(**settings))
     encoder.encode_queries(queries[:64])
     rates = []
     for _ in range(repeats):
@@ -162,7 +176,10 @@ def main() -> None:
     parser.add_argument("queries_from", type=Path, help="a BEIR folder whose queries.jsonl is replayed")
     parser.add_argument("--docs", type=int, default=100_000)
     parser.add_argument("--runtime", default="onnx", help="encoder.runtime for the server")
-    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--int8-queries", action=argparse.BooleanOptionalAction, default=True,
+                        help="encoder.int8_queries for the server (runtime onnx only)")
+    parser.add_argument("--device", default="auto", help="encoder.device for the server (cuda: the GPU figures)")
+    parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--txtai-python", type=Path, help="a Python with txtai[api]; omitted: no txtai")
     parser.add_argument("--work-dir", type=Path, help="keep the indexes here (reused when present)")
@@ -176,15 +193,20 @@ def main() -> None:
     if not corpus.is_file():
         docs = short_documents(args.queries_from.parent, args.docs)
         corpus.write_text("".join(json.dumps(d) + "\n" for d in docs))
-    env = {**os.environ, "DSS_ENCODER__RUNTIME": args.runtime}
+    int8_queries = args.int8_queries and args.runtime == "onnx"
+    server_encoder = {"runtime": args.runtime, "int8_queries": int8_queries, "device": args.device}
+    env = {**os.environ, **{f"DSS_ENCODER__{k.upper()}": str(v).lower() for k, v in server_encoder.items()}}
     data_dir = work / "dss"
-    report: dict = {"docs": args.docs, "runtime": args.runtime, "cpu_count": os.cpu_count()}
+    report: dict = {"docs": args.docs, "encoder": server_encoder, "cpu_count": os.cpu_count()}
     started = time.perf_counter()  # idempotent: a kept --work-dir only checks what is there
     subprocess.run([*DSS, "ingest", str(corpus), "--data-dir", str(data_dir)], check=True, env=env)
     report["dss_ingest_s"] = round(time.perf_counter() - started, 1)
 
-    print("encoder ceiling (batched, cranfield queries):", flush=True)
-    report["ceiling_qps"] = {r: round(encoder_ceiling(r, queries), 1) for r in dict.fromkeys(("torch", args.runtime))}
+    print("encoder ceiling (batched, cranfield queries, q/s):", flush=True)
+    ceilings = {"torch fp32": {"runtime": "torch", "device": args.device}, "server": server_encoder}
+    if not args.device.startswith("cuda"):  # ONNX Runtime here is the CPU path
+        ceilings["onnx fp32"] = {"runtime": "onnx"}
+    report["ceiling_qps"] = {name: round(encoder_ceiling(c, queries), 1) for name, c in ceilings.items()}
     print(" ", report["ceiling_qps"], flush=True)
 
     key = subprocess.run(
@@ -200,7 +222,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, "/ready")
         print(f"deepseek-search ({args.docs} docs, runtime {args.runtime}):", flush=True)
-        report["dss"] = measure(url, "/search", lambda q: {"q": q, "k": 10}, {"X-API-Key": key}, queries, args.seconds, args.runs)
+        report["dss"] = measure(url, "/search?q={q}&k=10", {"X-API-Key": key}, queries, args.seconds, args.runs, work)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
@@ -226,7 +248,7 @@ def main() -> None:
             url = f"http://127.0.0.1:{port}"
             wait_ready(url, "/search?query=wing&limit=1")
             print("txtai API (hybrid, one uvicorn worker):", flush=True)
-            report["txtai"] = measure(url, "/search", lambda q: {"query": q, "limit": 10}, {}, queries, args.seconds, args.runs)
+            report["txtai"] = measure(url, "/search?query={q}&limit=10", {}, queries, args.seconds, args.runs, work)
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=60)
@@ -235,6 +257,11 @@ def main() -> None:
             f"{r['mix']}@{r['concurrency']}": round(ours[(r["mix"], r["concurrency"])] / r["qps"], 2) for r in report["txtai"] if r["qps"]
         }
         print("QPS ratio, deepseek-search / txtai:", report["ratio_to_txtai"], flush=True)
+    fp32 = max(report["ceiling_qps"]["torch fp32"], report["ceiling_qps"].get("onnx fp32", 0))
+    report["uncached_share_of_fp32_ceiling"] = {
+        str(r["concurrency"]): round(r["qps"] / fp32, 3) for r in report["dss"] if r["mix"] == "uncached"
+    }
+    print("uncached QPS / best fp32 batched ceiling:", report["uncached_share_of_fp32_ceiling"], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")

@@ -135,7 +135,7 @@ def open_indexes(
 def query_encoder(settings: Settings, encoder: Encoder, cache: TieredCache | None) -> Encoder:
     """The encoder as the query path uses it: cached embeddings first, then concurrent misses
     encoded together (one batcher per generation; an old generation's idle worker just waits)."""
-    if settings.encoder.micro_batch_wait_ms > 0:
+    if settings.encoder.micro_batch_max > 1:
         encoder = MicroBatchingEncoder(encoder, settings.encoder.micro_batch_max, settings.encoder.micro_batch_wait_ms)
     if cache is not None:
         encoder = CachedQueryEncoder(encoder, cache, settings.cache.embedding_ttl_s)

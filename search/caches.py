@@ -1,8 +1,12 @@
 """Three cache levels for the query path: in-process LRU, Redis (shared by replicas), SQLite
 on disk (survives restarts). Used for query embeddings and for result pages.
 
-A read tries the levels in order and copies a hit into the faster levels it missed; a write
-goes to every level. Values are bytes (JSON or raw float32), never pickles: Redis is shared,
+A read tries the levels in order and copies a hit into the faster levels it missed. A write
+goes to the in-process level at once and to the others behind the request: one writer thread
+drains a bounded queue in batches (one Redis pipeline, one SQLite transaction per batch), so a
+query never waits on a cache write and the writes cost a round trip per batch instead of one
+each. When the queue is full a write is dropped and counted: a cache may forget, never stall.
+Another replica sees a page once its batch is written (``flush`` waits for that). Values are bytes (JSON or raw float32), never pickles: Redis is shared,
 and whatever reads it must not execute what it finds.
 
 Redis is optional at run time: when it cannot be reached, the cache skips it (a warning once
@@ -13,6 +17,7 @@ opens a fresh connection by itself then.
 from __future__ import annotations
 
 import logging
+import queue
 import sqlite3
 import threading
 import time
@@ -38,6 +43,8 @@ class Level(Protocol):
 
     def set(self, key: str, value: bytes, ttl_s: int) -> None: ...
 
+    def set_many(self, items: list[tuple[str, bytes, int]]) -> None: ...
+
 
 class MemoryLevel:
     name = "memory"
@@ -57,6 +64,10 @@ class MemoryLevel:
     def set(self, key: str, value: bytes, ttl_s: int) -> None:
         with self._lock:
             self._cache[key] = (time.time() + ttl_s, value)
+
+    def set_many(self, items: list[tuple[str, bytes, int]]) -> None:
+        for item in items:
+            self.set(*item)
 
     def clear(self) -> None:
         with self._lock:
@@ -106,6 +117,15 @@ class RedisLevel:
     def set(self, key: str, value: bytes, ttl_s: int) -> None:
         self._call(lambda: self._client.set(self._prefix + key, value, ex=ttl_s))
 
+    def set_many(self, items: list[tuple[str, bytes, int]]) -> None:
+        def write() -> None:
+            pipe = self._client.pipeline(transaction=False)
+            for key, value, ttl_s in items:
+                pipe.set(self._prefix + key, value, ex=ttl_s)
+            pipe.execute()
+
+        self._call(write)
+
     def ping(self) -> bool:
         try:
             return bool(self._call(self._client.ping))
@@ -133,14 +153,25 @@ class SqliteLevel:
         return bytes(row[0])
 
     def set(self, key: str, value: bytes, ttl_s: int) -> None:
+        self.set_many([(key, value, ttl_s)])
+
+    def set_many(self, items: list[tuple[str, bytes, int]]) -> None:
+        now = time.time()
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO cache (key, value, expires) VALUES (?, ?, ?)",
-                (key, value, time.time() + ttl_s),
-            )
-            self._writes += 1
-            if self._writes % 1000 == 0:  # keep the file from growing without bound
-                self._db.execute("DELETE FROM cache WHERE expires < ?", (time.time(),))
+            self._db.execute("BEGIN")  # one transaction per batch
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO cache (key, value, expires) VALUES (?, ?, ?)",
+                    [(key, value, now + ttl_s) for key, value, ttl_s in items],
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            before = self._writes
+            self._writes += len(items)
+            if self._writes // 1000 != before // 1000:  # keep the file from growing without bound
+                self._db.execute("DELETE FROM cache WHERE expires < ?", (now,))
 
     def close(self) -> None:
         with self._lock:
@@ -148,9 +179,15 @@ class SqliteLevel:
 
 
 class TieredCache:
-    def __init__(self, levels: list[Level], observer: Observer | None = None) -> None:
+    def __init__(self, levels: list[Level], observer: Observer | None = None, queue_size: int = 10_000) -> None:
         self.levels = levels
         self.observer = observer or (lambda level, outcome, seconds: None)
+        # The in-process level is written at once; the others (network, disk) behind.
+        self._now = [level for level in levels if isinstance(level, MemoryLevel)]
+        self._behind = [level for level in levels if not isinstance(level, MemoryLevel)]
+        self._queue: queue.Queue[tuple[str, bytes, int] | None] = queue.Queue(queue_size)
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
 
     def get(self, key: str, ttl_s: int) -> bytes | None:
         for i, level in enumerate(self.levels):
@@ -162,28 +199,81 @@ class TieredCache:
                 continue
             self.observer(level.name, "hit" if value is not None else "miss", time.perf_counter() - started)
             if value is not None:
-                for faster in self.levels[:i]:
-                    self._set(faster, key, value, ttl_s)
+                self._write(self.levels[:i], key, value, ttl_s)
                 return value
         return None
 
     def set(self, key: str, value: bytes, ttl_s: int) -> None:
-        for level in self.levels:
-            self._set(level, key, value, ttl_s)
+        self._write(self.levels, key, value, ttl_s)
 
-    def _set(self, level: Level, key: str, value: bytes, ttl_s: int) -> None:
+    def _write(self, levels: list[Level], key: str, value: bytes, ttl_s: int) -> None:
+        for level in levels:
+            if level in self._now:
+                self._set_many(level, [(key, value, ttl_s)])
+        if any(level in self._behind for level in levels):
+            self._ensure_writer()
+            try:
+                self._queue.put_nowait((key, value, ttl_s))
+            except queue.Full:
+                self.observer("write-behind", "dropped", 0.0)
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every queued write reached its levels; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while self._queue.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.002)
+        return True
+
+    def _ensure_writer(self) -> None:
+        if self._writer is None:
+            with self._writer_lock:
+                if self._writer is None:
+                    self._writer = threading.Thread(target=self._drain, name="cache-writer", daemon=True)
+                    self._writer.start()
+
+    def _drain(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < 256:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            items = [item for item in batch if item is not None]
+            for level in self._behind:  # a copy-back also rewrites the level that had it: harmless
+                self._set_many(level, items)
+            for _ in batch:
+                self._queue.task_done()
+            if len(items) < len(batch):
+                return  # close() asked the writer to stop
+
+    def _set_many(self, level: Level, items: list[tuple[str, bytes, int]]) -> None:
+        if not items:
+            return
         started = time.perf_counter()
         try:
-            level.set(key, value, ttl_s)
+            level.set_many(items)
         except RedisUnavailable:
             self.observer(level.name, "error", time.perf_counter() - started)
             return
-        self.observer(level.name, "set", time.perf_counter() - started)
+        except Exception:  # a failing cache level must not end the writer thread
+            log.exception("cache write to %s failed", level.name)
+            self.observer(level.name, "error", time.perf_counter() - started)
+            return
+        seconds = (time.perf_counter() - started) / len(items)
+        for _ in items:
+            self.observer(level.name, "set", seconds)
 
     def redis(self) -> RedisLevel | None:
         return next((level for level in self.levels if isinstance(level, RedisLevel)), None)
 
     def close(self) -> None:
+        if self._writer is not None:
+            self.flush()
+            self._queue.put(None)
+            self._writer.join(timeout=10)
         for level in self.levels:
             if isinstance(level, SqliteLevel):
                 level.close()

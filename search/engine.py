@@ -118,6 +118,13 @@ class SearchEngine:
             ).encode()
         ).hexdigest()
 
+    @property
+    def state(self) -> tuple[str, str, int, int, str]:
+        """What a cached answer depends on besides the request: the store, the index generation,
+        the change sequence each index reflects (any applied write moves it on) and the ranking
+        configuration."""
+        return (self.store.store_id, self.generation, self.vectors.seq, self.lexical.seq, self.ranking_fingerprint)
+
     def resolve_mode(self, mode: str | None) -> str:
         mode = mode or "default"
         if mode not in MODES:

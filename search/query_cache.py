@@ -85,13 +85,6 @@ class ResultCache:
         filters: Filters | None,
         options: RankOptions | None,
     ) -> str:
-        state = [
-            engine.store.store_id,
-            engine.generation,
-            engine.vectors.seq,
-            engine.lexical.seq,
-            engine.ranking_fingerprint,
-        ]
         request = [
             normalise_query(query),
             k,
@@ -101,7 +94,7 @@ class ResultCache:
             asdict(filters) if filters else None,
             asdict(options) if options else None,
         ]
-        return "page:" + _digest([state, request])
+        return "page:" + _digest([engine.state, request])
 
     def get(self, key: str) -> SearchResult | None:
         value = self.cache.get(key, self.ttl_s)

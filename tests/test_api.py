@@ -238,6 +238,26 @@ def test_reindex_job(app_env) -> None:
     assert client.get("/admin/jobs/nope", headers=keys["admin"]).status_code == 404
 
 
+def test_repeated_get_is_answered_by_the_front_but_never_stale_or_unauthorised(app_env) -> None:
+    client, keys, _ = app_env
+    params = {"q": "quantum battery breakthrough", "k": 3}
+    first = client.get("/search", params=params, headers=keys["reader"])
+    again = client.get("/search", params=params, headers=keys["reader"])
+    assert "encode" in first.json()["timings_ms"] and set(again.json()["timings_ms"]) == {"cache"}
+    assert {**again.json(), "timings_ms": None} == {**first.json(), "timings_ms": None}
+    assert again.headers["content-type"] == "application/json" and len(again.headers["X-Request-ID"]) == 32
+    # the same query string without a key, or with a bad one, is refused, not served from the front
+    assert client.get("/search", params=params).status_code == 401
+    assert client.get("/search", params=params, headers={"X-API-Key": "dss_nope"}).status_code == 401
+    doc = {"id": "qb-1", "title": "Quantum battery breakthrough", "text": "a quantum battery charges in seconds"}
+    assert client.post("/documents", json={"documents": [doc]}, headers=keys["writer"]).status_code == 200
+    after = client.get("/search", params=params, headers=keys["reader"]).json()
+    assert "encode" in after["timings_ms"] and after["hits"][0]["id"] == "qb-1"  # the write is visible at once
+    assert client.delete("/documents/qb-1", headers=keys["writer"]).status_code == 200
+    deleted = client.get("/search", params=params, headers=keys["reader"]).json()
+    assert "qb-1" not in [h["id"] for h in deleted["hits"]]
+
+
 def test_request_ids_and_metrics(app_env) -> None:
     client, keys, _ = app_env
     given = client.get("/health", headers={"X-Request-ID": "abc-123"})
@@ -247,9 +267,12 @@ def test_request_ids_and_metrics(app_env) -> None:
     again = client.get("/search", params={"q": "phone"}, headers=keys["reader"]).json()
     assert "encode" in first["timings_ms"] and set(again["timings_ms"]) == {"cache"}
     assert again["hits"] == first["hits"]
+    posted = client.post("/search", json={"q": "phone"}, headers=keys["reader"]).json()
+    assert set(posted["timings_ms"]) == {"cache"} and posted["hits"] == first["hits"]
     metrics = client.get("/metrics", headers=keys["admin"]).text
-    # memory: the page missed, then hit; the query's embedding missed (it came from Redis or
-    # was encoded): one hit in three lookups
+    # response (the front, GET only): missed, then hit. memory: the page and the query's
+    # embedding missed on the first GET, the same page hit on the POST
+    assert 'dss_cache_hit_ratio{level="response"} 0.5' in metrics
     assert 'dss_cache_hit_ratio{level="memory"} 0.333' in metrics
     assert 'dss_cache_requests_total{level="redis",outcome="set"}' in metrics
     assert 'dss_cache_seconds_count{level="sqlite"}' in metrics

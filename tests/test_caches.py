@@ -77,6 +77,38 @@ def test_levels_expire_and_sqlite_survives_a_restart(tmp_path: Path) -> None:
     assert recorder.count("sqlite", "hit") == 1
 
 
+def test_slow_levels_are_written_behind_in_batches_and_never_block(tmp_path: Path) -> None:
+    class Gated(SqliteLevel):  # records batch sizes; holds the writer until released
+        def __init__(self, path: Path) -> None:
+            super().__init__(path)
+            self.batches: list[int] = []
+            self.gate = threading.Event()
+
+        def set_many(self, items):
+            self.gate.wait(10)
+            self.batches.append(len(items))
+            super().set_many(items)
+
+    disk = Gated(tmp_path / "c.sqlite")
+    recorder = Recorder()
+    tiered = TieredCache([MemoryLevel(100, 60), disk], recorder, queue_size=4)
+    tiered.set("first", b"0", 60)  # the writer takes it and waits at the gate
+    deadline = time.monotonic() + 5
+    while tiered._queue.qsize() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    started = time.perf_counter()
+    for i in range(6):  # four fit in the queue, two are dropped: set() never waits
+        tiered.set(f"k{i}", str(i).encode(), 60)
+    assert time.perf_counter() - started < 0.5
+    assert tiered.get("k5", 60) == b"5"  # the in-process level has it at once
+    assert recorder.count("write-behind", "dropped") == 2
+    disk.gate.set()
+    assert tiered.flush()
+    assert disk.batches == [1, 4]  # the queued writes went in one batch
+    assert disk.get("k3") == b"3" and disk.get("k5") is None
+    tiered.close()
+
+
 def test_query_normalisation_keeps_meaning() -> None:
     assert normalise_query("  heat\t conduction\n") == normalise_query("heat conduction")
     assert normalise_query("ＸＹＺ") == "XYZ"  # full-width folded by NFKC
@@ -126,6 +158,7 @@ def test_service_keeps_answering_while_redis_is_down_and_reconnects(tmp_path: Pa
             collection.write(DOCS)
             redis_level = collection.cache.redis()
             assert collection.results.search(collection.engine, "swept wing", k=1)[1] is False
+            assert collection.cache.flush()  # the page reaches Redis behind the request
             assert collection.results.search(collection.engine, "swept wing", k=1)[1] is True
             server.terminate(); server.wait(10)
 
@@ -141,6 +174,7 @@ def test_service_keeps_answering_while_redis_is_down_and_reconnects(tmp_path: Pa
             time.sleep(0.4)  # past the retry interval
             assert redis_level.ping()
             collection.results.search(collection.engine, "propeller slipstream", k=1)
+            assert collection.cache.flush()
             assert collection.results.search(collection.engine, "propeller slipstream", k=1)[1] is True
             assert recorder.count("redis", "hit") >= 2
     finally:

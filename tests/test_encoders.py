@@ -29,7 +29,8 @@ def tiny_deepseek(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(params=["last", "mean"])
 def deepseek(request: pytest.FixtureRequest, tiny_deepseek: Path):
     return load_encoder(
-        EncoderSettings(backend="deepseek", model=str(tiny_deepseek), pooling=request.param, batch_size=3)
+        # the CPU path in fp32 everywhere; the CUDA path is test_deepseek_bf16_on_cuda
+        EncoderSettings(backend="deepseek", model=str(tiny_deepseek), pooling=request.param, batch_size=3, device="cpu")
     )
 
 
@@ -104,3 +105,18 @@ def test_onnx_runtime_matches_torch(tmp_path, minilm, runtime: str, floor: float
     expected = "model-int8" if runtime == "onnx-int8" else "model"
     assert encoder.fingerprint.pooling == expected and encoder.dimension == minilm.dimension
     assert list(tmp_path.glob("*.onnx"))  # exported once, reused by the next start
+
+
+def test_int8_queries_keep_the_fp32_documents_and_fingerprint(tmp_path, minilm) -> None:
+    from search.config import EncoderSettings
+    from search.encoders import load_encoder
+
+    encoder = load_encoder(EncoderSettings(runtime="onnx", int8_queries=True, onnx_cache_dir=tmp_path))
+    texts = ["boundary layer transition on a swept wing", "最新的开源大模型", "heat " * 300]
+    documents = (encoder.encode_documents(texts) * minilm.encode_documents(texts)).sum(axis=1)
+    queries = (encoder.encode_queries(texts) * minilm.encode_queries(texts)).sum(axis=1)
+    assert documents.min() >= 0.9999, documents  # documents: the fp32 model
+    assert 0.98 <= queries.min() and queries.max() < 0.99999, queries  # queries: the int8 model
+    assert encoder.fingerprint.pooling == "model"  # an fp32 index accepts it
+    with pytest.raises(ValueError, match="int8_queries needs runtime: onnx"):
+        EncoderSettings(runtime="torch", int8_queries=True)

@@ -2,9 +2,10 @@
 
 Concurrent requests each ask for one query's embedding; encoding them one by one leaves most
 of the encoder's throughput unused (one short query ~12 ms, batched ~3 ms each on 2 cores).
-A worker thread takes the first waiting request, gathers whatever else arrives within
-``max_wait_ms`` (up to ``max_batch`` queries), encodes them in one call and hands each caller
-its rows.
+A worker thread takes the first waiting request and every other one queued while the previous
+batch was being encoded, optionally waits up to ``max_wait_ms`` for more (up to ``max_batch``
+queries in all), encodes them in one call and hands each caller its rows. With no added wait,
+a lone query is encoded at once and batches grow by themselves as load rises.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class MicroBatchingEncoder(Encoder):
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)
-        if len(texts) >= self.max_batch or self.max_wait <= 0:
+        if len(texts) >= self.max_batch:
             return self.inner.encode_queries(texts)
         self._ensure_worker()
         future: Future[np.ndarray] = Future()
