@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -185,6 +186,8 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, help="keep the indexes here (reused when present)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "query_load.json")
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench/query_load.py drives the load with wrk: install it first (apt-get install wrk)")
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="dss-load-"))
     work.mkdir(parents=True, exist_ok=True)
