@@ -6,8 +6,10 @@ goes to the in-process level at once and to the others behind the request: one w
 drains a bounded queue in batches (one Redis pipeline, one SQLite transaction per batch), so a
 query never waits on a cache write and the writes cost a round trip per batch instead of one
 each. When the queue is full a write is dropped and counted: a cache may forget, never stall.
-Another replica sees a page once its batch is written (``flush`` waits for that). Values are bytes (JSON or raw float32), never pickles: Redis is shared,
-and whatever reads it must not execute what it finds.
+Another replica sees a page once its batch is written (``flush`` waits for that).
+
+Values are bytes (JSON or raw float32), never pickles: Redis is shared, and whatever reads it
+must not execute what it finds.
 
 Redis is optional at run time: when it cannot be reached, the cache skips it (a warning once
 per outage, an error count in the metrics) and tries again after ``redis_retry_s``; redis-py

@@ -43,11 +43,11 @@ class EncoderSettings(_Section):
     # Prepended to queries (not documents), as instruction-tuned embedders expect.
     query_instruction: str = ""
     threads: int | None = Field(None, ge=1, le=1024)  # intra-op threads; None = the runtime's default
-    # sentence-transformers backend: torch, or ONNX Runtime (fp32: the same vectors, faster
-    # single queries; int8: about twice the batched throughput, its own fingerprint).
+    # sentence-transformers backend: torch, or ONNX Runtime (fp32: the same vectors; int8:
+    # ~1.5x the batched throughput, its own fingerprint).
     runtime: Literal["torch", "onnx", "onnx-int8"] = "torch"
     # onnx only: documents in fp32, queries through the int8 model (cosine >= 0.99 to fp32,
-    # nDCG@10 within 0.005 on cranfield and cisi, ~1.6x the batched query throughput). The
+    # nDCG@10 within 0.005 on cranfield and cisi, ~1.5x the batched query throughput). The
     # index keeps the fp32 fingerprint: documents are exact, only queries are approximated.
     int8_queries: bool = False
     onnx_cache_dir: Path | None = None  # exported models; None = ~/.cache/deepseek-search/onnx

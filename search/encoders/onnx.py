@@ -137,7 +137,8 @@ class OnnxEncoder(Encoder):
         self.query_session = session(True) if settings.int8_queries else self.session
         dimension = int(self.session.get_outputs()[0].shape[-1])
         # fp32 ONNX computes the same vectors as torch (cosine 0.99999): same fingerprint, no
-        # reindex needed to switch. int8 vectors are approximations: their own fingerprint.
+        # reindex needed to switch. int8 document vectors are approximations: their own
+        # fingerprint (int8 queries alone keep the fp32 one: the documents are exact).
         pooling = "model-int8" if int8 else "model"
         self.fingerprint = Fingerprint("sentence-transformers", Path(settings.model).name, dimension, pooling)
 
