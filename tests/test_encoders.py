@@ -120,3 +120,16 @@ def test_int8_queries_keep_the_fp32_documents_and_fingerprint(tmp_path, minilm) 
     assert encoder.fingerprint.pooling == "model"  # an fp32 index accepts it
     with pytest.raises(ValueError, match="int8_queries needs runtime: onnx"):
         EncoderSettings(runtime="torch", int8_queries=True)
+
+
+def test_query_threads_give_queries_their_own_session_with_the_same_vectors(tmp_path, minilm) -> None:
+    from search.config import EncoderSettings
+    from search.encoders import load_encoder
+
+    encoder = load_encoder(EncoderSettings(runtime="onnx", threads=2, query_threads=1, onnx_cache_dir=tmp_path))
+    assert encoder.query_session is not encoder.session  # queries on one thread, documents on two
+    texts = ["boundary layer transition on a swept wing", "heat conduction"]
+    cosine = (encoder.encode_queries(texts) * minilm.encode_queries(texts)).sum(axis=1)
+    assert cosine.min() >= 0.9999, cosine  # the same fp32 model
+    shared = load_encoder(EncoderSettings(runtime="onnx", threads=2, query_threads=2, onnx_cache_dir=tmp_path))
+    assert shared.query_session is shared.session

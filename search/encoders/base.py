@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -42,6 +43,21 @@ class Encoder(ABC):
 
     @abstractmethod
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def submit_queries(self, texts: Sequence[str]) -> Future[np.ndarray]:
+        """The queries' vectors as a future, for callers that must not block on the encoder
+        (the async query path). Here computed at once; a batching encoder queues them."""
+        return completed(self.encode_queries, texts)
+
+
+def completed(fn: Callable[[Sequence[str]], np.ndarray], texts: Sequence[str]) -> Future[np.ndarray]:
+    """A future already holding ``fn(texts)`` or the error it raised."""
+    future: Future[np.ndarray] = Future()
+    try:
+        future.set_result(fn(texts))
+    except Exception as exc:
+        future.set_exception(exc)
+    return future
 
 
 def resolve_device(requested: str) -> str:

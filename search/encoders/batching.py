@@ -18,7 +18,7 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from search.encoders.base import Encoder
+from search.encoders.base import Encoder, completed
 
 
 class MicroBatchingEncoder(Encoder):
@@ -36,13 +36,16 @@ class MicroBatchingEncoder(Encoder):
         return self.inner.encode_documents(texts)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self.submit_queries(texts).result()
+
+    def submit_queries(self, texts: Sequence[str]) -> Future[np.ndarray]:
         texts = list(texts)
         if len(texts) >= self.max_batch:
-            return self.inner.encode_queries(texts)
+            return completed(self.inner.encode_queries, texts)
         self._ensure_worker()
         future: Future[np.ndarray] = Future()
         self._requests.put((texts, future))
-        return future.result()
+        return future
 
     def _ensure_worker(self) -> None:
         if self._worker is None:
