@@ -99,7 +99,7 @@ def load(url: str, headers: dict, concurrency: int, seconds: float, paths: list[
     script, path_file = work / "load.lua", work / "paths.txt"
     script.write_text(WRK_SCRIPT)
     path_file.write_text("\n".join(paths) + "\n")
-    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{round(seconds)}s", "--timeout", "30s", "-s", str(script)]
+    command = ["nice", "-n", "-5", "wrk", "-t1", f"-c{concurrency}", f"-d{round(seconds)}s", "--timeout", "30s", "-s", str(script)]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
     out = subprocess.run([*command, url], check=True, capture_output=True, text=True, env={**os.environ, "DSS_PATHS": str(path_file)})

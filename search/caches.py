@@ -140,16 +140,26 @@ class SqliteLevel:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value BLOB, expires REAL)")
-        self._lock = threading.Lock()
+        # Two connections: in WAL mode a reader never waits for the writer, so a lookup on the
+        # query path never stalls behind a batch commit or a checkpoint's fsync.
+        self._writer = self._connect(path)
+        self._writer.execute("CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value BLOB, expires REAL)")
+        self._writer.execute("CREATE INDEX IF NOT EXISTS cache_expires ON cache (expires)")
+        self._reader = self._connect(path)
+        self._read_lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._writes = 0
 
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
     def get(self, key: str) -> bytes | None:
-        with self._lock:
-            row = self._db.execute("SELECT value, expires FROM cache WHERE key = ?", (key,)).fetchone()
+        with self._read_lock:
+            row = self._reader.execute("SELECT value, expires FROM cache WHERE key = ?", (key,)).fetchone()
         if row is None or row[1] < time.time():
             return None
         return bytes(row[0])
@@ -159,25 +169,27 @@ class SqliteLevel:
 
     def set_many(self, items: list[tuple[str, bytes, int]]) -> None:
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN")  # one transaction per batch
+        with self._write_lock:
+            db = self._writer
+            db.execute("BEGIN")  # one transaction per batch
             try:
-                self._db.executemany(
+                db.executemany(
                     "INSERT OR REPLACE INTO cache (key, value, expires) VALUES (?, ?, ?)",
                     [(key, value, now + ttl_s) for key, value, ttl_s in items],
                 )
             except BaseException:
-                self._db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
             before = self._writes
             self._writes += len(items)
             if self._writes // 1000 != before // 1000:  # keep the file from growing without bound
-                self._db.execute("DELETE FROM cache WHERE expires < ?", (now,))
+                db.execute("DELETE FROM cache WHERE expires < ?", (now,))
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        with self._read_lock, self._write_lock:
+            self._reader.close()
+            self._writer.close()
 
 
 class TieredCache:

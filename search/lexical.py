@@ -7,6 +7,7 @@ batched updates cost a commit per batch, which the write path already batches.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Sequence
@@ -57,6 +58,8 @@ class LexicalIndex:
         self.index.register_tokenizer(ANALYZER_NAME, self.analyzer.tantivy_analyzer)
         self._writer = self.index.writer(heap_size=64_000_000, num_threads=1)
         self._lock = threading.Lock()
+        # One query is analysed by both field searches, the query features and the snippets.
+        self._query_terms = functools.lru_cache(maxsize=4096)(self._analyse_query)
         self.index.reload()
 
     def _analyzer_signature(self) -> dict:
@@ -103,7 +106,10 @@ class LexicalIndex:
 
     def query_terms(self, text: str) -> list[str]:
         """The distinct index terms of a query, in order of first appearance."""
-        return list(dict.fromkeys(self.analyzer.terms(text)))
+        return list(self._query_terms(text))
+
+    def _analyse_query(self, text: str) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.analyzer.terms(text)))
 
     def search(
         self, text: str, k: int, field: str = "body", allowed: Sequence[int] | None = None

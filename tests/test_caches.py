@@ -111,6 +111,20 @@ def test_slow_levels_are_written_behind_in_batches_and_never_block(tmp_path: Pat
     tiered.close()
 
 
+def test_sqlite_lookups_never_wait_for_a_write_in_progress(tmp_path: Path) -> None:
+    level = SqliteLevel(tmp_path / "c.sqlite")
+    level.set("page", b"old", 60)
+    with level._write_lock:  # a batch being written: transaction open, not committed
+        level._writer.execute("BEGIN IMMEDIATE")
+        level._writer.execute("UPDATE cache SET value = ? WHERE key = ?", (b"new", "page"))
+        started = time.monotonic()
+        assert level.get("page") == b"old"  # the last committed value, at once
+        assert time.monotonic() - started < 0.5
+        level._writer.execute("COMMIT")
+    assert level.get("page") == b"new"
+    level.close()
+
+
 def test_query_normalisation_keeps_meaning() -> None:
     assert normalise_query("  heat\t conduction\n") == normalise_query("heat conduction")
     assert normalise_query("ＸＹＺ") == "XYZ"  # full-width folded by NFKC
