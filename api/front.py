@@ -37,7 +37,7 @@ class ResponsePages:
 
     def __init__(self, entries: int, ttl_s: int) -> None:
         self._pages: cachetools.TTLCache[tuple[bytes, Hashable], bytes] = cachetools.TTLCache(entries, ttl_s)
-        self._lock = threading.Lock()  # the route offers pages from worker threads
+        self._lock = threading.Lock()  # cachetools is not thread-safe; callers may be on any thread
 
     def get(self, query_string: bytes, state: Hashable) -> bytes | None:
         with self._lock:

@@ -40,6 +40,7 @@ class Indexes:
     engine: SearchEngine
 
     def close(self) -> None:
+        self.engine.close()
         self.indexer.snapshot()
         self.lexical.close()
 

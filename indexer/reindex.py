@@ -63,5 +63,6 @@ def rebuild_live(
         old = collection.indexes
         collection.indexes = indexes  # the switch: one assignment
         collection.settings = settings
+    old.engine.close()
     old.lexical.close()
     return ReindexReport(generation, indexes.vectors.count, indexes.vectors.seq, str(encoder.fingerprint))

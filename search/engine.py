@@ -13,6 +13,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -110,6 +111,7 @@ class SearchEngine:
         self.lexical = lexical
         self.attributes = attributes or DocumentAttributes(encoder.dimension)
         self.weight_model = weight_model or WeightModel.load(settings.weight_model_path())
+        self._ranker: ThreadPoolExecutor | None = None  # search_async's ranking thread, made on first use
         # Everything fixed at start-up that shapes a ranking (result-cache keys hold it): a
         # refitted weight model at the same path must not be answered by pages of the old one.
         self.ranking_fingerprint = hashlib.sha256(
@@ -189,18 +191,29 @@ class SearchEngine:
         filters: Filters | None = None,
         options: RankOptions | None = None,
     ) -> SearchResult:
-        """``search`` for an event loop: the loop waits for the encoder (a micro-batch of
-        concurrent queries) without blocking, then ranks in its own thread, since what
-        follows is short and mostly Python: no thread hand-offs to fight over the GIL."""
+        """``search`` for an event loop, as a pipeline of three threads: the loop waits for
+        the encoder (a micro-batch of concurrent queries) without blocking, then hands the
+        query to the ranking thread. One ranking thread, since ranking is mostly Python and
+        more would only contend for the GIL; the loop stays free for HTTP, cached answers and
+        health checks even when the store is slow."""
         vector, encode_ms = None, None
         if self.resolve_mode(mode) != "lexical":
             started = time.perf_counter()
             vector = (await asyncio.wrap_future(self.encoder.submit_queries([query])))[0]
             encode_ms = _ms(started)
-        result = self.search(query, k, mode, nprobe, offset, filters, options, vector)
+        if self._ranker is None:
+            self._ranker = ThreadPoolExecutor(1, thread_name_prefix="ranker")
+        result = await asyncio.get_running_loop().run_in_executor(
+            self._ranker, self.search, query, k, mode, nprobe, offset, filters, options, vector
+        )
         if encode_ms is not None:
             result.timings_ms = {"encode": encode_ms, **result.timings_ms}
         return result
+
+    def close(self) -> None:
+        """Let the ranking thread end once it has finished what it was given."""
+        if self._ranker is not None:
+            self._ranker.shutdown(wait=False)
 
     # -- ranking ---------------------------------------------------------------------------
 
