@@ -116,7 +116,7 @@ class SearchEngine:
         # refitted weight model at the same path must not be answered by pages of the old one.
         self.ranking_fingerprint = hashlib.sha256(
             json.dumps(
-                [settings.model_dump(mode="json"), str(encoder.fingerprint), self.weight_model.to_json()],
+                [settings.model_dump(mode="json"), encoder.query_identity, self.weight_model.to_json()],
                 sort_keys=True,
             ).encode()
         ).hexdigest()

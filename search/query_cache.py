@@ -48,6 +48,7 @@ class CachedQueryEncoder(Encoder):
     def __init__(self, inner: Encoder, cache: TieredCache, ttl_s: int) -> None:
         self.inner = inner
         self.fingerprint = inner.fingerprint
+        self.query_setup = inner.query_setup
         self.device = getattr(inner, "device", "cpu")
         self.cache = cache
         self.ttl_s = ttl_s
@@ -61,7 +62,7 @@ class CachedQueryEncoder(Encoder):
     def submit_queries(self, texts: Sequence[str]) -> Future[np.ndarray]:
         """Cached vectors at once; the misses go to the inner encoder together, and the
         future completes (and the cache learns them) when it has encoded them."""
-        keys = ["emb:" + _digest([str(self.fingerprint), text]) for text in texts]
+        keys = ["emb:" + _digest([self.query_identity, text]) for text in texts]
         found: dict[int, np.ndarray] = {}
         for i, key in enumerate(keys):
             value = self.cache.get(key, self.ttl_s)

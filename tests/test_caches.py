@@ -140,6 +140,15 @@ def test_embedding_cache_encodes_each_query_once(tmp_path: Path) -> None:
     np.testing.assert_array_equal(first[1], second[0])
 
 
+def test_embedding_cache_keeps_query_setups_apart(tmp_path: Path) -> None:
+    cache = TieredCache([MemoryLevel(100, 60), SqliteLevel(tmp_path / "c.sqlite")])
+    fp32, int8 = HashEncoder(), HashEncoder()  # one fingerprint: their documents are comparable
+    fp32.query_setup, int8.query_setup = '{"int8_queries": false}', '{"int8_queries": true}'
+    CachedQueryEncoder(fp32, cache, 60).encode_queries(["wing lift"])
+    CachedQueryEncoder(int8, cache, 60).encode_queries(["wing lift"])
+    assert int8.calls == [1]  # encoded by its own model, not served the other's vector
+
+
 def test_a_write_is_never_hidden_by_a_cached_page(tmp_path: Path, minilm) -> None:
     settings = load_settings(data_dir=tmp_path / "data")  # real Redis on 127.0.0.1:6379, SQLite, memory
     with open_collection(settings, encoder=minilm) as collection:

@@ -118,6 +118,8 @@ def test_int8_queries_keep_the_fp32_documents_and_fingerprint(tmp_path, minilm) 
     assert documents.min() >= 0.9999, documents  # documents: the fp32 model
     assert 0.98 <= queries.min() and queries.max() < 0.99999, queries  # queries: the int8 model
     assert encoder.fingerprint.pooling == "model"  # an fp32 index accepts it
+    alone = np.stack([encoder.encode_queries([t])[0] for t in texts])
+    np.testing.assert_array_equal(encoder.encode_queries(texts), alone)  # batch mates change nothing
     with pytest.raises(ValueError, match="int8_queries needs runtime: onnx"):
         EncoderSettings(runtime="torch", int8_queries=True)
 

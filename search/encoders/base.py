@@ -33,10 +33,18 @@ class Encoder(ABC):
 
     fingerprint: Fingerprint
     device: str
+    # What decides a query's vector beyond the fingerprint (which only says which vectors are
+    # comparable): the runtime, an int8 query model, the query instruction. Part of the keys of
+    # cached query embeddings and result pages; set by load_encoder.
+    query_setup: str = ""
 
     @property
     def dimension(self) -> int:
         return self.fingerprint.dimension
+
+    @property
+    def query_identity(self) -> str:
+        return f"{self.fingerprint}|{self.query_setup}"
 
     @abstractmethod
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray: ...

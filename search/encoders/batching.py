@@ -25,6 +25,7 @@ class MicroBatchingEncoder(Encoder):
     def __init__(self, inner: Encoder, max_batch: int, max_wait_ms: float) -> None:
         self.inner = inner
         self.fingerprint = inner.fingerprint
+        self.query_setup = inner.query_setup
         self.device = getattr(inner, "device", "cpu")
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
