@@ -441,7 +441,8 @@ def _cache_status(collection: Collection) -> str:
 async def _search(svc: Services, request: SearchRequest, query_string: bytes | None = None) -> Response:
     """The search response, serialised here (the model is built by us and needs no second
     validation). A GET request's page is offered to the front under its query string.
-    Runs on the event loop: only the encoder works elsewhere (see SearchEngine.search_async)."""
+    On the event loop: validation, cache lookups and serialisation; encoding and ranking are
+    awaited on their own threads (see SearchEngine.search_async)."""
     api = svc.settings.api
     if len(request.q) > api.max_query_chars:
         raise HTTPException(422, f"q is longer than {api.max_query_chars} characters")

@@ -76,14 +76,13 @@ class CachedQueryEncoder(Encoder):
 
         def learn(encoded: Future[np.ndarray]) -> None:
             try:
-                vectors = encoded.result()
+                found.update(zip(missing, encoded.result()))
+                result.set_result(self._stack(found, len(texts)))
             except Exception as exc:
                 result.set_exception(exc)
                 return
-            for i, vector in zip(missing, vectors):
-                found[i] = vector
-                self.cache.set(keys[i], np.ascontiguousarray(vector, dtype=np.float32).tobytes(), self.ttl_s)
-            result.set_result(self._stack(found, len(texts)))
+            for i in missing:  # after the caller has its answer: a cache fault is not its problem
+                self.cache.set(keys[i], np.ascontiguousarray(found[i], dtype=np.float32).tobytes(), self.ttl_s)
 
         self.inner.submit_queries([texts[i] for i in missing]).add_done_callback(learn)
         return result
