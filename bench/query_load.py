@@ -39,6 +39,7 @@ import numpy as np
 
 DSS = [sys.executable, "-m", "api"]
 CONCURRENCY = (1, 8, 32, 64)
+RUN_ID = os.urandom(4).hex()  # makes the uncached queries of this run new to every cache
 
 
 def free_port() -> int:
@@ -62,11 +63,12 @@ def short_documents(shared: Path, n: int, width: int = 12, stride: int = 4) -> l
 
 
 def query_paths(queries: list[str], mix: str, seed: int, count: int, template: str) -> list[str]:
-    """Request paths: the uncached mix gives every query a unique number, the Zipf mix draws
+    """Request paths: the uncached mix gives every query a number unique to this run of the
+    bench (the caches persist between runs: a kept --work-dir, Redis), the Zipf mix draws
     queries with P(rank r) ∝ 1/r^1.1 (a random permutation decides which query has which rank)."""
     rng = np.random.default_rng(seed)
     if mix == "uncached":
-        texts = [f"{queries[i % len(queries)]} {seed}-{i}" for i in range(count)]
+        texts = [f"{queries[i % len(queries)]} {RUN_ID}-{seed}-{i}" for i in range(count)]
     elif mix == "cached":
         texts = [queries[i] for i in rng.integers(len(queries), size=count)]
     else:
