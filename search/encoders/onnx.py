@@ -117,7 +117,7 @@ class OnnxEncoder(Encoder):
         int8 = settings.runtime == "onnx-int8"
         cache_dir = settings.onnx_cache_dir or DEFAULT_CACHE
 
-        def session(int8_model: bool, threads: int | None) -> "ort.InferenceSession":
+        def session(onnx_file: Path, threads: int | None) -> "ort.InferenceSession":
             options = ort.SessionOptions()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             if threads:
@@ -125,17 +125,17 @@ class OnnxEncoder(Encoder):
             # Idle pool threads would otherwise spin for work: on a small machine that burns
             # the cores the request path needs (measured: 1.8 cores busy at one query at a time).
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            onnx_file = model_file(path, int8_model, cache_dir)
             return ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
 
-        self.session = session(int8, settings.threads)
-        query_threads = settings.query_threads or settings.threads
         query_int8 = int8 or settings.int8_queries
-        if settings.int8_queries or query_threads != settings.threads:
-            self.query_session = session(query_int8, query_threads)
+        document_file, query_file = model_file(path, int8, cache_dir), model_file(path, query_int8, cache_dir)
+        query_threads = settings.query_threads or settings.threads
+        self.session = session(document_file, settings.threads)
+        if query_file != document_file or query_threads != settings.threads:
+            self.query_session = session(query_file, query_threads)
         else:
             self.query_session = self.session
-        self.query_model = model_file(path, query_int8, cache_dir).name  # names the int8 recipe
+        self.query_model = query_file.name  # names the int8 recipe (part of the query setup)
         # Dynamic quantisation scales activations per batch: a text encoded beside others
         # would get a vector that depends on them (for a query: on the load). One text per run
         # keeps int8 vectors deterministic, and is no slower on the CPU (no padding).
