@@ -23,7 +23,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -41,7 +41,7 @@ Observer = Callable[[str, str, float], None]
 class Level(Protocol):
     name: str
 
-    def get(self, key: str) -> bytes | None: ...
+    def get_many(self, keys: list[str]) -> list[bytes | None]: ...
 
     def set(self, key: str, value: bytes, ttl_s: int) -> None: ...
 
@@ -56,12 +56,11 @@ class MemoryLevel:
         self._cache: cachetools.TTLCache[str, tuple[float, bytes]] = cachetools.TTLCache(entries, ttl_s)
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> bytes | None:
+    def get_many(self, keys: list[str]) -> list[bytes | None]:
         with self._lock:
-            entry = self._cache.get(key)
-        if entry is None or entry[0] < time.time():
-            return None
-        return entry[1]
+            entries = [self._cache.get(key) for key in keys]
+        now = time.time()
+        return [entry[1] if entry is not None and entry[0] >= now else None for entry in entries]
 
     def set(self, key: str, value: bytes, ttl_s: int) -> None:
         with self._lock:
@@ -113,8 +112,8 @@ class RedisLevel:
                     self._down_until = 0.0
         return result
 
-    def get(self, key: str) -> bytes | None:
-        return self._call(lambda: self._client.get(self._prefix + key))  # type: ignore[return-value]
+    def get_many(self, keys: list[str]) -> list[bytes | None]:
+        return self._call(lambda: self._client.mget([self._prefix + key for key in keys]))  # type: ignore[return-value]
 
     def set(self, key: str, value: bytes, ttl_s: int) -> None:
         self._call(lambda: self._client.set(self._prefix + key, value, ex=ttl_s))
@@ -157,12 +156,13 @@ class SqliteLevel:
         db.execute("PRAGMA synchronous=NORMAL")
         return db
 
-    def get(self, key: str) -> bytes | None:
+    def get_many(self, keys: list[str]) -> list[bytes | None]:
+        marks = ",".join("?" * len(keys))
         with self._read_lock:
-            row = self._reader.execute("SELECT value, expires FROM cache WHERE key = ?", (key,)).fetchone()
-        if row is None or row[1] < time.time():
-            return None
-        return bytes(row[0])
+            rows = self._reader.execute(f"SELECT key, value, expires FROM cache WHERE key IN ({marks})", keys).fetchall()
+        now = time.time()
+        found = {key: bytes(value) for key, value, expires in rows if expires >= now}
+        return [found.get(key) for key in keys]
 
     def set(self, key: str, value: bytes, ttl_s: int) -> None:
         self.set_many([(key, value, ttl_s)])
@@ -204,18 +204,33 @@ class TieredCache:
         self._writer_lock = threading.Lock()
 
     def get(self, key: str, ttl_s: int) -> bytes | None:
+        return self.get_many([(key, ttl_s)])[0]
+
+    def get_many(self, lookups: Sequence[tuple[str, int]], first_decides: bool = False) -> list[bytes | None]:
+        """The values of several keys (each with the TTL a copy-back gets), one call per level
+        for all the keys still missing: one Redis round trip for a page and its query's
+        embedding, not two. ``first_decides``: the others are wanted only while the first is
+        missing (a page found makes its query's embedding moot)."""
+        values: list[bytes | None] = [None] * len(lookups)
+        missing = list(range(len(lookups)))
         for i, level in enumerate(self.levels):
+            if not missing or (first_decides and values[0] is not None):
+                break
             started = time.perf_counter()
             try:
-                value = level.get(key)
+                found = level.get_many([lookups[j][0] for j in missing])
             except RedisUnavailable:
-                self.observer(level.name, "error", time.perf_counter() - started)
+                for _ in missing:
+                    self.observer(level.name, "error", time.perf_counter() - started)
                 continue
-            self.observer(level.name, "hit" if value is not None else "miss", time.perf_counter() - started)
-            if value is not None:
-                self._write(self.levels[:i], key, value, ttl_s)
-                return value
-        return None
+            seconds = time.perf_counter() - started
+            for j, value in zip(missing, found):
+                self.observer(level.name, "hit" if value is not None else "miss", seconds)
+                if value is not None:
+                    values[j] = value
+                    self._write(self.levels[:i], lookups[j][0], value, lookups[j][1])
+            missing = [j for j in missing if values[j] is None]
+        return values
 
     def set(self, key: str, value: bytes, ttl_s: int) -> None:
         self._write(self.levels, key, value, ttl_s)

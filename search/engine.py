@@ -13,7 +13,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -190,16 +190,18 @@ class SearchEngine:
         offset: int = 0,
         filters: Filters | None = None,
         options: RankOptions | None = None,
+        embedding: Future[np.ndarray] | None = None,
     ) -> SearchResult:
         """``search`` for an event loop, as a pipeline of three threads: the loop waits for
         the encoder (a micro-batch of concurrent queries) without blocking, then hands the
         query to the ranking thread. One ranking thread, since ranking is mostly Python and
         more would only contend for the GIL; the loop stays free for HTTP, cached answers and
-        health checks even when the store is slow."""
+        health checks even when the store is slow. ``embedding``: the query's embedding when
+        the caller has asked for it already; else it is asked of the encoder here."""
         vector, encode_ms = None, None
         if self.resolve_mode(mode) != "lexical":
             started = time.perf_counter()
-            vector = (await asyncio.wrap_future(self.encoder.submit_queries([query])))[0]
+            vector = (await asyncio.wrap_future(embedding or self.encoder.submit_queries([query])))[0]
             encode_ms = _ms(started)
         if self._ranker is None:
             self._ranker = ThreadPoolExecutor(1, thread_name_prefix="ranker")

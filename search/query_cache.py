@@ -59,15 +59,22 @@ class CachedQueryEncoder(Encoder):
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self.submit_queries(texts).result()
 
+    def key(self, text: str) -> str:
+        return "emb:" + _digest([self.query_identity, text])
+
     def submit_queries(self, texts: Sequence[str]) -> Future[np.ndarray]:
         """Cached vectors at once; the misses go to the inner encoder together, and the
         future completes (and the cache learns them) when it has encoded them."""
-        keys = ["emb:" + _digest([self.query_identity, text]) for text in texts]
-        found: dict[int, np.ndarray] = {}
-        for i, key in enumerate(keys):
-            value = self.cache.get(key, self.ttl_s)
-            if value is not None and len(value) == 4 * self.dimension:
-                found[i] = np.frombuffer(value, dtype=np.float32)
+        return self.complete(texts, self.cache.get_many([(self.key(text), self.ttl_s) for text in texts]))
+
+    def complete(self, texts: Sequence[str], cached: Sequence[bytes | None]) -> Future[np.ndarray]:
+        """``submit_queries`` after the cache lookup: ``cached`` holds what the cache had for
+        each text (a caller may have looked them up together with other keys)."""
+        found = {
+            i: np.frombuffer(value, dtype=np.float32)
+            for i, value in enumerate(cached)
+            if value is not None and len(value) == 4 * self.dimension
+        }
         missing = [i for i in range(len(texts)) if i not in found]
         result: Future[np.ndarray] = Future()
         if not missing:
@@ -82,7 +89,7 @@ class CachedQueryEncoder(Encoder):
                 result.set_exception(exc)
                 return
             for i in missing:  # after the caller has its answer: a cache fault is not its problem
-                self.cache.set(keys[i], np.ascontiguousarray(found[i], dtype=np.float32).tobytes(), self.ttl_s)
+                self.cache.set(self.key(texts[i]), np.ascontiguousarray(found[i], dtype=np.float32).tobytes(), self.ttl_s)
 
         self.inner.submit_queries([texts[i] for i in missing]).add_done_callback(learn)
         return result
@@ -119,10 +126,6 @@ class ResultCache:
         ]
         return "page:" + _digest([engine.state, request])
 
-    def get(self, key: str) -> SearchResult | None:
-        value = self.cache.get(key, self.ttl_s)
-        return _decode(value) if value is not None else None
-
     def set(self, key: str, result: SearchResult) -> None:
         self.cache.set(key, _encode(result), self.ttl_s)
 
@@ -140,10 +143,7 @@ class ResultCache:
         """The page's key, and the page when it is cached (timed as "cache")."""
         started = time.perf_counter()
         key = self.key(engine, query, k, mode or "default", nprobe, offset, filters, options)
-        cached = self.get(key)
-        if cached is not None:
-            cached.timings_ms = {"cache": round((time.perf_counter() - started) * 1000, 3)}
-        return key, cached
+        return key, _cached_page(self.cache.get(key, self.ttl_s), started)
 
     def search(self, engine: SearchEngine, *args: Any, **kwargs: Any) -> tuple[SearchResult, bool]:
         """The page from the cache, else from the engine (and cached); True when cached.
@@ -155,14 +155,43 @@ class ResultCache:
         self.set(key, result)
         return result, False
 
-    async def search_async(self, engine: SearchEngine, *args: Any, **kwargs: Any) -> tuple[SearchResult, bool]:
-        """``search`` for an event loop (see ``SearchEngine.search_async``)."""
-        key, cached = self.lookup(engine, *args, **kwargs)
-        if cached is not None:
+    async def search_async(
+        self,
+        engine: SearchEngine,
+        query: str,
+        k: int = 10,
+        mode: str | None = None,
+        nprobe: int | None = None,
+        offset: int = 0,
+        filters: Filters | None = None,
+        options: RankOptions | None = None,
+    ) -> tuple[SearchResult, bool]:
+        """``search`` for an event loop (see ``SearchEngine.search_async``). The page and the
+        query's embedding are looked up together: one round trip per cache level, not two."""
+        started = time.perf_counter()
+        key = self.key(engine, query, k, mode or "default", nprobe, offset, filters, options)
+        lookups = [(key, self.ttl_s)]
+        embeddings = engine.encoder if isinstance(engine.encoder, CachedQueryEncoder) else None
+        if embeddings is not None and (embeddings.cache is not self.cache or engine.resolve_mode(mode) == "lexical"):
+            embeddings = None
+        if embeddings is not None:
+            lookups.append((embeddings.key(query), embeddings.ttl_s))
+        found = self.cache.get_many(lookups, first_decides=True)
+        if (cached := _cached_page(found[0], started)) is not None:
             return cached, True
-        result = await engine.search_async(*args, **kwargs)
+        embedding = embeddings.complete([query], found[1:]) if embeddings is not None else None
+        result = await engine.search_async(query, k, mode, nprobe, offset, filters, options, embedding=embedding)
         self.set(key, result)
         return result, False
+
+
+def _cached_page(value: bytes | None, started: float) -> SearchResult | None:
+    """A page from the cache, timed as "cache" since ``started``."""
+    if value is None:
+        return None
+    page = _decode(value)
+    page.timings_ms = {"cache": round((time.perf_counter() - started) * 1000, 3)}
+    return page
 
 
 def _encode(result: SearchResult) -> bytes:

@@ -271,9 +271,9 @@ def test_request_ids_and_metrics(app_env) -> None:
     assert set(posted["timings_ms"]) == {"cache"} and posted["hits"] == first["hits"]
     metrics = client.get("/metrics", headers=keys["admin"]).text
     # response (the front, GET only): missed, then hit. memory: the page and the query's
-    # embedding missed on the first GET, the same page hit on the POST
+    # embedding (looked up together) missed on the first GET and both hit on the POST
     assert 'dss_cache_hit_ratio{level="response"} 0.5' in metrics
-    assert 'dss_cache_hit_ratio{level="memory"} 0.333' in metrics
+    assert 'dss_cache_hit_ratio{level="memory"} 0.5' in metrics
     assert 'dss_cache_requests_total{level="redis",outcome="set"}' in metrics
     assert 'dss_cache_seconds_count{level="sqlite"}' in metrics
     assert 'dss_http_request_duration_seconds_count{method="GET",route="/search",status="200"}' in metrics

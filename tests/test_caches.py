@@ -65,12 +65,12 @@ def test_levels_expire_and_sqlite_survives_a_restart(tmp_path: Path) -> None:
     memory = MemoryLevel(10, 60)
     memory.set("a", b"1", ttl_s=60)
     memory.set("gone", b"2", ttl_s=-1)  # already expired
-    assert memory.get("a") == b"1" and memory.get("gone") is None
+    assert memory.get_many(["a"])[0] == b"1" and memory.get_many(["gone"])[0] is None
     disk = SqliteLevel(tmp_path / "cache.sqlite")
     disk.set("page", b"stored", ttl_s=60)
     disk.close()
     reopened = SqliteLevel(tmp_path / "cache.sqlite")
-    assert reopened.get("page") == b"stored" and reopened.get("other") is None
+    assert reopened.get_many(["page"])[0] == b"stored" and reopened.get_many(["other"])[0] is None
     recorder = Recorder()
     tiered = TieredCache([MemoryLevel(10, 60), reopened], recorder)
     assert tiered.get("page", 60) == b"stored"  # from disk, copied into memory
@@ -107,8 +107,36 @@ def test_slow_levels_are_written_behind_in_batches_and_never_block(tmp_path: Pat
     disk.gate.set()
     assert tiered.flush()
     assert disk.batches == [1, 4]  # the queued writes went in one batch
-    assert disk.get("k3") == b"3" and disk.get("k5") is None
+    assert disk.get_many(["k3"])[0] == b"3" and disk.get_many(["k5"])[0] is None
     tiered.close()
+
+
+def test_keys_looked_up_together_cost_one_call_per_level(tmp_path: Path) -> None:
+    port = _free_port()
+    server = _start_redis(port)
+    calls: list[str] = []
+
+    def counted(level):
+        lookup = level.get_many
+        level.get_many = lambda keys: calls.append(level.name) or lookup(keys)
+        return level
+
+    try:
+        memory = MemoryLevel(10, 60)
+        redis_level = RedisLevel(f"redis://127.0.0.1:{port}/0", "t:", 200, 1.0)
+        disk = SqliteLevel(tmp_path / "c.sqlite")
+        redis_level.set_many([("page", b"p", 60)])
+        disk.set_many([("emb", b"e", 60)])
+        tiered = TieredCache([counted(memory), counted(redis_level), counted(disk)])
+        assert tiered.get_many([("page", 60), ("emb", 60), ("none", 60)]) == [b"p", b"e", None]
+        assert calls == ["memory", "redis", "sqlite"]  # one MGET, one SELECT for all three
+        assert memory.get_many(["page", "emb"]) == [b"p", b"e"]  # copied into the faster level
+        calls.clear()
+        assert tiered.get_many([("page", 60), ("none", 60)], first_decides=True) == [b"p", None]
+        assert calls == ["memory"]  # the first key was found: the other is not wanted further
+        tiered.close()
+    finally:
+        server.kill()
 
 
 def test_sqlite_lookups_never_wait_for_a_write_in_progress(tmp_path: Path) -> None:
@@ -118,10 +146,10 @@ def test_sqlite_lookups_never_wait_for_a_write_in_progress(tmp_path: Path) -> No
         level._writer.execute("BEGIN IMMEDIATE")
         level._writer.execute("UPDATE cache SET value = ? WHERE key = ?", (b"new", "page"))
         started = time.monotonic()
-        assert level.get("page") == b"old"  # the last committed value, at once
+        assert level.get_many(["page"])[0] == b"old"  # the last committed value, at once
         assert time.monotonic() - started < 0.5
         level._writer.execute("COMMIT")
-    assert level.get("page") == b"new"
+    assert level.get_many(["page"])[0] == b"new"
     level.close()
 
 
@@ -300,6 +328,14 @@ def test_async_search_matches_the_blocking_one(tmp_path: Path, minilm) -> None:
         first, cached = asyncio.run(results.search_async(engine, "swept wing", k=1))
         again, cached_again = asyncio.run(results.search_async(engine, "swept  wing", k=1))
         assert (cached, cached_again) == (False, True) and again.hits[0].id == first.hits[0].id == "wing"
+        # A new page of a known query: its embedding comes with the page lookup, not encoded again.
+        encoded: list[str] = []
+        inner = engine.encoder.inner.submit_queries
+        engine.encoder.inner.submit_queries = lambda texts: encoded.extend(texts) or inner(texts)
+        second, cached = asyncio.run(results.search_async(engine, "swept wing", k=2))
+        assert not cached and encoded == [] and second.hits[0].id == "wing" and "encode" in second.timings_ms
+        asyncio.run(results.search_async(engine, "heat slabs", k=2))
+        assert encoded == ["heat slabs"]
 
 
 def test_cached_pages_round_trip_numpy_numbers_and_times() -> None:
