@@ -129,7 +129,9 @@ class LexicalIndex:
             )
         searcher = self.index.searcher()
         hits = searcher.search(query, limit=k, count=False).hits
-        return [(int(searcher.doc(addr)["key"][0]), float(score)) for score, addr in hits]
+        # The key from its fast field (a column read), not from each stored document.
+        keys = searcher.fast_field_values("key", [addr for _, addr in hits])
+        return [(int(key), float(score)) for key, (score, _) in zip(keys, hits)]
 
     def document_frequency(self, term: str, field: str = "body") -> int:
         return self.index.searcher().doc_freq(field, term)

@@ -260,7 +260,9 @@ class WriteBatch:
 class Store:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
-        self.engine: Engine = create_engine(url, echo=echo, pool_pre_ping=True)
+        # A pooled server connection may have been dropped: check it out with a ping. An
+        # SQLite file has no connection to lose (the ping was 3% of the ranking thread).
+        self.engine: Engine = create_engine(url, echo=echo, pool_pre_ping=not url.startswith("sqlite"))
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._store_id: str | None = None

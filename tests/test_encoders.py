@@ -105,6 +105,18 @@ def test_onnx_runtime_matches_torch(tmp_path, minilm, runtime: str, floor: float
     expected = "model-int8" if runtime == "onnx-int8" else "model"
     assert encoder.fingerprint.pooling == expected and encoder.dimension == minilm.dimension
     assert list(tmp_path.glob("*.onnx"))  # exported once, reused by the next start
+    # It tokenizes with the Rust tokenizer directly: the same ids, padding and truncation
+    # as the transformers tokenizer it comes from.
+    from transformers import AutoTokenizer
+
+    from search.encoders.sentence import resolve_model_path
+
+    wrapper = AutoTokenizer.from_pretrained(resolve_model_path("all-MiniLM-L6-v2"))
+    expected_ids = wrapper(texts, padding=True, truncation=True, max_length=encoder.max_length)
+    encodings = encoder.tokenizer.encode_batch(texts)
+    assert [e.ids for e in encodings] == expected_ids["input_ids"]
+    assert [e.attention_mask for e in encodings] == expected_ids["attention_mask"]
+    assert len(encodings[-1].ids) == encoder.max_length  # the long text was cut
 
 
 def test_int8_queries_keep_the_fp32_documents_and_fingerprint(tmp_path, minilm) -> None:

@@ -110,10 +110,15 @@ class OnnxEncoder(Encoder):
         self.device = "cpu"
         path = Path(resolve_model_path(settings.model))
         _check_mean_pooling(path)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        wrapper = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         config = path / "sentence_bert_config.json"
         limit = json.loads(config.read_text()).get("max_seq_length", 512) if config.is_file() else 512
         self.max_length = settings.max_seq_length or limit
+        # The Rust tokenizer itself: the transformers wrapper around it cost ~0.5 ms a query,
+        # a tenth of the query encoder's time. Same ids (tested).
+        self.tokenizer = wrapper.backend_tokenizer
+        self.tokenizer.enable_truncation(self.max_length)
+        self.tokenizer.enable_padding(pad_id=wrapper.pad_token_id, pad_token=wrapper.pad_token)
         int8 = settings.runtime == "onnx-int8"
         cache_dir = settings.onnx_cache_dir or DEFAULT_CACHE
 
@@ -154,10 +159,12 @@ class OnnxEncoder(Encoder):
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad less
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            batch = self.tokenizer(
-                [texts[i] for i in rows], padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
-            )
-            feeds = {name: batch[name].astype(np.int64) for name in INPUTS}
+            encodings = self.tokenizer.encode_batch([texts[i] for i in rows])
+            feeds = {
+                "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+                "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+            }
             out[rows] = session.run(None, feeds)[0]
         return l2_normalise(out)
 
