@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from contextvars import ContextVar
 from datetime import datetime, timezone
+
+import orjson
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -25,7 +26,8 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        # orjson: a line per request, and json.dumps was ~8% of a cached search's time.
+        return orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def configure_json_logging(level: int = logging.INFO) -> None:

@@ -164,6 +164,10 @@ class ApiSettings(_Section):
     max_offset: int = Field(1000, ge=0)
     max_batch_documents: int = Field(1000, ge=1)
     max_body_bytes: int = Field(20_000_000, ge=1024)
+    # FastAPI's native OpenTelemetry traces, metrics and logs, sent to the globally configured
+    # providers (FASTAPI_OTEL_AUTO_CONFIGURE and OTEL_* set them up). Prometheus metrics at
+    # /metrics and the JSON request log are always on.
+    opentelemetry: bool = False
 
 
 class KafkaSettings(_Section):

@@ -171,10 +171,10 @@ class ResultCache:
         started = time.perf_counter()
         key = self.key(engine, query, k, mode or "default", nprobe, offset, filters, options)
         lookups = [(key, self.ttl_s)]
-        embeddings = engine.encoder if isinstance(engine.encoder, CachedQueryEncoder) else None
-        if embeddings is not None and (embeddings.cache is not self.cache or engine.resolve_mode(mode) == "lexical"):
-            embeddings = None
-        if embeddings is not None:
+        embeddings: CachedQueryEncoder | None = None  # the query's embedding, when cached beside pages
+        encoder = engine.encoder
+        if isinstance(encoder, CachedQueryEncoder) and encoder.cache is self.cache and engine.resolve_mode(mode) != "lexical":
+            embeddings = encoder
             lookups.append((embeddings.key(query), embeddings.ttl_s))
         found = self.cache.get_many(lookups, first_decides=True)
         if (cached := _cached_page(found[0], started)) is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -86,8 +87,10 @@ def test_search_write_delete_over_http(served) -> None:
         assert client.get("/search", params={"q": "ornithopter", "mode": "lexical"}, headers=reader).json()["hits"] == []
         assert "dss_http_request_duration_seconds" in client.get("/metrics", headers={"X-API-Key": keys["admin"]}).text
         assert client.get("/docs").status_code == 200
-    logged = server.log.read_text()
-    assert '"request_id"' in logged and '"route": "/search"' in logged
+    lines = [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
+    searches = [line for line in lines if line.get("route") == "/search"]
+    assert all(len(line["request_id"]) == 32 for line in searches)
+    assert 200 in {line["status"] for line in searches}
 
 
 def test_queries_never_fail_during_reindex_and_switch_once(tmp_path: Path) -> None:
