@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
@@ -23,6 +25,7 @@ from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.forward import ForwardToPrimary, primary_socket
 from api.jobs import JobConflict, ReindexJobs
 from api.front import ROUTE_LABEL, ResponsePages, SearchFront, header, page_body
 from api.keys import KeyStore, Role, refusal
@@ -45,6 +48,7 @@ from api.models import (
     WriteResultOut,
 )
 from indexer.collection import Collection, open_collection
+from indexer.replica import GenerationFollower
 from indexer.versioning import Outcome
 from search.config import Settings
 from search.documents import DocumentWrite
@@ -69,11 +73,16 @@ class Services:
     metrics: Metrics
     pages: ResponsePages | None = None  # finished GET /search bodies for the front (api/front.py)
     consumer: DocumentConsumer | None = None
+    primary_dir: Path | None = None  # set on a replica: the data directory its primary serves
 
 
-def create_app(settings: Settings, collection: Collection | None = None, consume: bool = False) -> FastAPI:
-    """The app for one data directory. ``collection`` may be given (tests); else it is
-    opened at start-up and closed at shutdown. ``consume`` runs the Kafka consumer in-process."""
+def create_app(
+    settings: Settings, collection: Collection | None = None, consume: bool = False, primary_dir: Path | None = None
+) -> FastAPI:
+    """The app for one data directory. ``collection`` may be given (tests, several workers);
+    else it is opened at start-up and closed at shutdown. ``consume`` runs the Kafka consumer
+    in-process. ``primary_dir`` makes this process a replica of the primary serving that
+    directory (api/workers.py): its API keys, its admin jobs and its published generation."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -87,8 +96,9 @@ def create_app(settings: Settings, collection: Collection | None = None, consume
             svc.consumer.start()
         stop_following = threading.Event()
         if settings.index.follow_interval_ms:
+            generations = GenerationFollower(live, primary_dir) if primary_dir else None
             threading.Thread(
-                target=_follow, args=(live, settings.index.follow_interval_ms / 1000, stop_following),
+                target=_follow, args=(live, settings.index.follow_interval_ms / 1000, stop_following, generations),
                 name="dss-follower", daemon=True,
             ).start()
         if not settings.api.auth:
@@ -120,30 +130,38 @@ def create_app(settings: Settings, collection: Collection | None = None, consume
     )
     # Outermost last: request id and log line, then the fast lane for repeated searches.
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
+    if primary_dir is not None:
+        app.add_middleware(ForwardToPrimary, socket_path=primary_socket(primary_dir))
     app.add_middleware(SearchFront)
     app.add_middleware(RequestObserver)
     _install_error_handlers(app)
     _routes(app)
     if collection is not None:
-        app.state.services = _services(settings, collection)
+        app.state.services = _services(settings, collection, primary_dir)
     return app
 
 
-def _services(settings: Settings, collection: Collection) -> Services:
+def _services(settings: Settings, collection: Collection, primary_dir: Path | None = None) -> Services:
     metrics = Metrics()
     if collection.cache is not None:
         collection.cache.observer = metrics.observe_cache
     cache = settings.cache
     pages = ResponsePages(cache.memory_entries, cache.ttl_s) if cache.enabled and cache.memory_entries else None
-    return Services(settings, collection, KeyStore(settings.data_dir), ReindexJobs(collection), metrics, pages)
+    keys = KeyStore(primary_dir or settings.data_dir)  # one set of keys for every worker
+    return Services(settings, collection, keys, ReindexJobs(collection), metrics, pages, primary_dir=primary_dir)
 
 
-def _follow(collection: Collection, interval: float, stop: threading.Event) -> None:
-    """Keep the indexes in step with writes made by other processes to a shared store."""
+def _follow(
+    collection: Collection, interval: float, stop: threading.Event, generations: GenerationFollower | None
+) -> None:
+    """Keep the indexes in step with writes made by other processes to a shared store (and,
+    on a replica, with the generation its primary publishes)."""
     while not stop.wait(interval):
         try:
             if changes := collection.catch_up():
                 log.info("followed the store", extra={"changes": changes})
+            if generations is not None:
+                generations.poll()
         except Exception:  # a store hiccup must not end the thread; the next poll retries
             log.exception("following the store failed")
 
@@ -304,7 +322,9 @@ def _routes(app: FastAPI) -> None:
         else:
             status = consumer.status
             checks["broker"] = status.state + (f": {status.reason}" if status.reason else "")
-        return JSONResponse({"status": "ready" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
+        worker = {"role": "replica" if svc.primary_dir else "primary", "pid": os.getpid()}
+        body = {"status": "ready" if ok else "unavailable", "checks": checks, "worker": worker}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["ops"], dependencies=[Admin])
     def metrics(svc: ServicesDep) -> Response:

@@ -337,6 +337,7 @@ def serve(
     host: Annotated[Optional[str], typer.Option(help="Bind address (default: api.host).")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port (default: api.port).")] = None,
     consume: Annotated[bool, typer.Option("--consume", help="Also run the Kafka consumer in-process.")] = False,
+    workers: Annotated[Optional[int], typer.Option(min=1, max=64, help="Serving processes (default: api.workers).")] = None,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -348,16 +349,18 @@ def serve(
     from search.vector_index import EncoderMismatch
 
     settings = _settings(config, data_dir)
+    if workers is not None:
+        settings.api.workers = workers
     configure_json_logging()
+    host, port = host or settings.api.host, port or settings.api.port
     try:
-        uvicorn.run(
-            create_app(settings, consume=consume),
-            host=host or settings.api.host,
-            port=port or settings.api.port,
-            log_config=None,
-            access_log=False,
-        )
-    except EncoderMismatch as exc:
+        if settings.api.workers > 1:
+            from api.workers import serve_workers
+
+            serve_workers(settings, host, port, consume=consume)
+        else:
+            uvicorn.run(create_app(settings, consume=consume), host=host, port=port, log_config=None, access_log=False)
+    except (ConfigError, EncoderMismatch) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
 

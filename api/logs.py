@@ -20,6 +20,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,  # which serving process (api.workers > 1)
         }
         if (rid := request_id.get()) is not None:
             entry["request_id"] = rid

@@ -6,14 +6,15 @@ server's query encoder), whose best is the ceiling the uncached QPS is compared 
 
     python bench/query_load.py ../shared/data/cranfield [--docs 100000] [--runtime onnx]
         [--no-int8-queries] [--device cuda] [--txtai-python /opt/txtai-venv/bin/python]
-        [--seconds 6] [--runs 3]
+        [--workers 1,2] [--seconds 6] [--runs 3]
 
 The 100,000 documents are short (12-word windows, stride 4, over the cranfield and cisi texts
 in ../shared/data), so the encoder indexes them in minutes on 2 cores. Queries are the
 cranfield queries; the uncached mix appends a unique number to each, the Zipf mix draws them
 with P(rank r) ∝ 1/r^1.1, the cached mix draws them uniformly after a warm-up pass. The load generator is wrk (Debian package `wrk`) on the same
 machine: one thread, one keep-alive connection per concurrent client, paths replayed from a
-file. Each figure is the median of --runs runs.
+file. Each figure is the median of --runs runs. The server is measured with each --workers
+count in turn (one process; a primary and replicas behind the same port).
 Writes JSON to bench/results/query_load.json.
 """
 
@@ -62,11 +63,11 @@ def short_documents(shared: Path, n: int, width: int = 12, stride: int = 4) -> l
     return docs[:n]
 
 
-def query_paths(queries: list[str], mix: str, seed: int, count: int, template: str) -> list[str]:
+def query_paths(queries: list[str], mix: str, seed: str, count: int, template: str) -> list[str]:
     """Request paths: the uncached mix gives every query a number unique to this run of the
     bench (the caches persist between runs: a kept --work-dir, Redis), the Zipf mix draws
     queries with P(rank r) ∝ 1/r^1.1 (a random permutation decides which query has which rank)."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(list(seed.encode()))
     if mix == "uncached":
         texts = [f"{queries[i % len(queries)]} {RUN_ID}-{seed}-{i}" for i in range(count)]
     elif mix == "cached":
@@ -109,7 +110,11 @@ def load(url: str, headers: dict, concurrency: int, seconds: float, paths: list[
     return {"qps": result["requests"] / result["seconds"], **{k: result[k] for k in ("p50_ms", "p99_ms", "errors")}}
 
 
-def measure(url: str, template: str, headers: dict, queries: list[str], seconds: float, runs: int, work: Path) -> list[dict]:
+def measure(
+    url: str, template: str, headers: dict, queries: list[str], seconds: float, runs: int, work: Path, server: str
+) -> list[dict]:
+    """Every mix at every concurrency on one server; ``server`` names it in the uncached queries,
+    so that no server meets a query that an earlier one in this run answered (Redis is shared)."""
     rows = []
     for mix in ("uncached", "zipf", "cached"):
         if mix == "cached":  # answer every query once, so that the mix is all hits
@@ -120,7 +125,8 @@ def measure(url: str, template: str, headers: dict, queries: list[str], seconds:
             results = []
             for run in range(runs):
                 # enough unique paths that the fastest run cannot wrap round
-                paths = query_paths(queries, mix, seed=run + 1000 * concurrency, count=int(seconds * 3000), template=template)
+                seed = f"{server}-{concurrency}-{run}"
+                paths = query_paths(queries, mix, seed=seed, count=int(seconds * 3000), template=template)
                 results.append(load(url, headers, concurrency, seconds, paths, work))
             row = {
                 "mix": mix,
@@ -143,6 +149,19 @@ def wait_ready(url: str, path: str, timeout: float = 600) -> None:
             pass
         time.sleep(0.5)
     raise RuntimeError(f"{url} did not become ready")
+
+
+def wait_workers(url: str, workers: int, timeout: float = 900) -> None:
+    """Until every serving process answers /ready (each new connection lands on one of them)."""
+    wait_ready(url, "/ready", timeout)
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(seen)} of {workers} workers became ready")
+        with httpx.Client(base_url=url, timeout=5) as http:  # a new connection each time
+            seen.add(http.get("/ready").json()["worker"]["pid"])
+        time.sleep(0.05)
 
 
 BATCHES = (1, 8, 16, 32, 64)
@@ -189,6 +208,8 @@ def main() -> None:
     parser.add_argument("--int8-queries", action=argparse.BooleanOptionalAction, default=True,
                         help="encoder.int8_queries for the server (runtime onnx only)")
     parser.add_argument("--device", default="auto", help="encoder.device for the server (cuda: the GPU figures)")
+    parser.add_argument("--workers", default="1,2",
+                        help="api.workers of the server, comma-separated: each is measured in turn, side by side")
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--txtai-python", type=Path, help="a Python with txtai[api]; omitted: no txtai")
@@ -228,19 +249,23 @@ def main() -> None:
         [*DSS, "keys", "create", "--role", "reader", "--data-dir", str(data_dir)],
         check=True, capture_output=True, text=True, env=env,
     ).stdout.strip()
-    port = free_port()
-    server = subprocess.Popen(
-        [*DSS, "serve", "--port", str(port), "--data-dir", str(data_dir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(url, "/ready")
-        print(f"deepseek-search ({args.docs} docs, runtime {args.runtime}):", flush=True)
-        report["dss"] = measure(url, "/search?q={q}&k=10", {"X-API-Key": key}, queries, args.seconds, args.runs, work)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
+    report["dss"] = {}
+    for workers in [int(w) for w in args.workers.split(",")]:
+        port = free_port()
+        server = subprocess.Popen(
+            [*DSS, "serve", "--port", str(port), "--data-dir", str(data_dir), "--workers", str(workers)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            started = time.perf_counter()  # a replica's first start builds its index copy from the store
+            wait_workers(url, workers)
+            report.setdefault("dss_ready_s", {})[str(workers)] = round(time.perf_counter() - started, 1)
+            print(f"deepseek-search ({args.docs} docs, runtime {args.runtime}, {workers} worker(s)):", flush=True)
+            report["dss"][str(workers)] = measure(url, "/search?q={q}&k=10", {"X-API-Key": key}, queries, args.seconds, args.runs, work, f"dss{workers}")
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=60)
 
     if args.txtai_python:
         index_dir = work / "txtai-index"
@@ -263,21 +288,27 @@ def main() -> None:
             url = f"http://127.0.0.1:{port}"
             wait_ready(url, "/search?query=wing&limit=1")
             print("txtai API (hybrid, one uvicorn worker):", flush=True)
-            report["txtai"] = measure(url, "/search?query={q}&limit=10", {}, queries, args.seconds, args.runs, work)
+            report["txtai"] = measure(url, "/search?query={q}&limit=10", {}, queries, args.seconds, args.runs, work, "txtai")
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=60)
-        ours = {(r["mix"], r["concurrency"]): r["qps"] for r in report["dss"]}
-        report["ratio_to_txtai"] = {
-            f"{r['mix']}@{r['concurrency']}": round(ours[(r["mix"], r["concurrency"])] / r["qps"], 2) for r in report["txtai"] if r["qps"]
-        }
-        print("QPS ratio, deepseek-search / txtai:", report["ratio_to_txtai"], flush=True)
+        report["ratio_to_txtai"] = {}
+        for workers, rows in report["dss"].items():
+            ours = {(r["mix"], r["concurrency"]): r["qps"] for r in rows}
+            report["ratio_to_txtai"][workers] = {
+                f"{r['mix']}@{r['concurrency']}": round(ours[(r["mix"], r["concurrency"])] / r["qps"], 2)
+                for r in report["txtai"] if r["qps"]
+            }
+            print(f"QPS ratio, deepseek-search ({workers} worker(s)) / txtai:", report["ratio_to_txtai"][workers], flush=True)
     fp32 = max(report["ceiling_qps"]["torch fp32"]["best"], report["ceiling_qps"].get("onnx fp32", {}).get("best", 0))
     report["fp32_ceiling_qps"] = fp32
-    report["uncached_share_of_fp32_ceiling"] = {
-        str(r["concurrency"]): round(r["qps"] / fp32, 3) for r in report["dss"] if r["mix"] == "uncached"
-    }
-    print(f"uncached QPS / best fp32 ceiling ({fp32} q/s):", report["uncached_share_of_fp32_ceiling"], flush=True)
+    report["uncached_share_of_fp32_ceiling"] = {}
+    for workers, rows in report["dss"].items():
+        report["uncached_share_of_fp32_ceiling"][workers] = {
+            str(r["concurrency"]): round(r["qps"] / fp32, 3) for r in rows if r["mix"] == "uncached"
+        }
+        print(f"uncached QPS / best fp32 ceiling ({fp32} q/s), {workers} worker(s):",
+              report["uncached_share_of_fp32_ceiling"][workers], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")

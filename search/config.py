@@ -168,6 +168,10 @@ class ApiSettings(_Section):
     # providers (FASTAPI_OTEL_AUTO_CONFIGURE and OTEL_* set them up). Prometheus metrics at
     # /metrics and the JSON request log are always on.
     opentelemetry: bool = False
+    # Serving processes behind the one port. 1: a single process. N > 1: this process is the
+    # primary (writer of data_dir's indexes, Kafka consumer, admin jobs) and N - 1 replicas
+    # keep their own index copies under data_dir/replicas, following the shared store.
+    workers: int = Field(1, ge=1, le=64)
 
 
 class KafkaSettings(_Section):

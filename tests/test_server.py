@@ -35,12 +35,12 @@ def _dss(*args: str, env: dict[str, str] | None = None) -> str:
 
 
 class Server:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *options: str) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.parent / "server.log"
         self.process = subprocess.Popen(
-            [*DSS, "serve", "--port", str(self.port), "--data-dir", str(data_dir)],
+            [*DSS, "serve", "--port", str(self.port), "--data-dir", str(data_dir), *options],
             stdout=self.log.open("w"),
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -1,0 +1,123 @@
+"""`dss serve --workers 2`: a primary and a replica process behind one port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import SAMPLE
+from tests.test_server import Server, _dss
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str], Path]]:
+    data = tmp_path_factory.mktemp("workers") / "data"
+    _dss("ingest", str(SAMPLE), "--data-dir", str(data))
+    keys = {role: _dss("keys", "create", "--role", role, "--data-dir", str(data)).strip() for role in ("reader", "writer", "admin")}
+    server = Server(data, "--workers", "2")
+    yield server, {"X-API-Key": keys["admin"]}, data
+    server.stop()
+
+
+def _from_each_worker(server: Server, headers: dict[str, str], ask: Callable[[httpx.Client], object], timeout_s: float = 120) -> dict[str, object]:
+    """``ask``'s answer from each worker: a new connection per try lands on either process;
+    /ready on the same connection says which one answered (a connection stays with one)."""
+    answers: dict[str, object] = {}
+    deadline = time.time() + timeout_s
+    while len(answers) < 2:
+        assert time.time() < deadline, f"only {sorted(answers)} answered: {server.log.read_text()[-3000:]}"
+        with httpx.Client(base_url=server.url, headers=headers, timeout=30) as client:
+            worker = client.get("/ready").json()["worker"]
+            if worker["role"] in answers:
+                continue
+            answer = ask(client)
+            if answer is not None:
+                answers[worker["role"]] = answer
+    return answers
+
+
+def _ids(client: httpx.Client, query: str) -> list[str]:
+    result = client.get("/search", params={"q": query, "k": 5, "mode": "lexical"})
+    assert result.status_code == 200, result.text
+    return [hit["id"] for hit in result.json()["hits"]]
+
+
+def test_both_workers_answer_with_the_primary_keys(workers) -> None:
+    server, admin, _ = workers
+    pids = _from_each_worker(server, admin, lambda client: client.get("/ready").json()["worker"]["pid"])
+    assert set(pids) == {"primary", "replica"} and pids["primary"] != pids["replica"]
+    # Keys made in the primary's data directory are the replica's keys as well.
+    unauthorised = _from_each_worker(server, {}, lambda client: client.get("/search", params={"q": "wing"}).status_code)
+    assert unauthorised == {"primary": 401, "replica": 401}
+
+
+def test_a_write_taken_by_any_worker_is_searchable_in_both(workers) -> None:
+    server, admin, _ = workers
+    for n in range(4):  # new connections: some writes land on each worker
+        with httpx.Client(base_url=server.url, headers=admin, timeout=30) as client:
+            body = {"documents": [{"id": f"zebra-{n}", "text": f"zebra crossing number {n}"}]}
+            assert client.post("/documents", json=body).status_code == 200
+
+    def sees_every_write(client: httpx.Client) -> bool | None:
+        found = {doc_id for doc_id in _ids(client, "zebra crossing") if doc_id.startswith("zebra-")}
+        return True if found == {f"zebra-{n}" for n in range(4)} else None
+
+    assert _from_each_worker(server, admin, sees_every_write, timeout_s=30) == {"primary": True, "replica": True}
+
+
+def test_admin_reindex_runs_on_the_primary_and_the_replica_follows(workers) -> None:
+    server, admin, data = workers
+    with httpx.Client(base_url=server.url, headers=admin, timeout=30) as client:
+        job = client.post("/admin/reindex")
+        assert job.status_code == 202, job.text
+        deadline = time.time() + 120
+        # Polled on new connections: a replica relays the question to the primary, which runs the job.
+        while (state := httpx.get(f"{server.url}/admin/jobs/{job.json()['id']}", headers=admin).json()["state"]) != "succeeded":
+            assert state in ("queued", "running") and time.time() < deadline, state
+            time.sleep(0.2)
+    generation = (data / "indexes" / "CURRENT").read_text().strip()
+
+    def generation_served(client: httpx.Client) -> str | None:
+        served = client.get("/search", params={"q": "wing"}).json()["generation"]
+        return served if served == generation else None
+
+    assert _from_each_worker(server, admin, generation_served, timeout_s=60) == {"primary": generation, "replica": generation}
+    assert (data / "replicas" / "r1" / "indexes" / "CURRENT").read_text().strip() == generation
+
+
+def test_a_killed_replica_is_started_again_and_all_stop_together(workers) -> None:
+    server, admin, _ = workers
+    replica = _from_each_worker(server, admin, lambda client: client.get("/ready").json()["worker"]["pid"])["replica"]
+    os.kill(replica, signal.SIGKILL)
+    deadline = time.time() + 120
+    while True:  # the primary serves alone meanwhile, then a new replica joins
+        pids = _from_each_worker(server, admin, lambda client: client.get("/ready").json()["worker"]["pid"])
+        if pids["replica"] != replica:
+            break
+        assert time.time() < deadline, "the replica was not started again"
+    server.stop()
+    for pid in pids.values():
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # every process is gone: no orphaned replica
+
+
+def test_a_replica_whose_primary_is_gone_answers_admin_requests_with_503(tmp_path: Path, hash_encoder) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from indexer.collection import open_collection
+    from search.config import load_settings
+
+    settings = load_settings(data_dir=tmp_path / "replica", api={"auth": False})
+    with open_collection(settings, encoder=hash_encoder) as collection:
+        with TestClient(create_app(settings, collection, primary_dir=tmp_path / "primary")) as client:
+            relayed = client.post("/admin/reindex")
+            assert relayed.status_code == 503 and "primary serving process" in relayed.json()["error"]
+            assert relayed.json()["request_id"] == relayed.headers["X-Request-ID"]
+            assert client.get("/search", params={"q": "anything"}).status_code == 200  # queries stay local
