@@ -1,8 +1,10 @@
 """Several serving processes behind one port: this process is the primary, the others replicas.
 
 One worker process is bound by its GIL and its event loop to about one core; a replica adds
-another. All accept from the one listening socket (the kernel hands each connection to an
-idle process). The primary serves ``data_dir`` as a single process would: it writes its
+another. Each process listens on the same port with its own SO_REUSEPORT socket, opened once
+it can answer, and the kernel spreads new connections evenly over them (one shared socket let
+whichever event loop woke first take a burst of connections: 62 of 64 keep-alive clients on
+one process, measured, while the other idled). The primary serves ``data_dir`` as a single process would: it writes its
 indexes, runs the Kafka consumer and the reindex jobs, and listens on a private Unix socket
 to which replicas relay admin requests (api/forward.py). Replicas keep their own index copies
 (indexer/replica.py); every process follows the shared store, so a write taken by any of
@@ -40,29 +42,30 @@ def serve_workers(settings: Settings, host: str, port: int, consume: bool = Fals
         raise ConfigError(
             "api.workers > 1 needs index.follow_interval_ms > 0: workers see each other's writes by following the store"
         )
-    listener = _config(None, host=host, port=port).bind_socket()
+    collection = open_collection(settings)  # first: the port opens once the primary can answer
     private = primary_socket(settings.data_dir)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    private.unlink(missing_ok=True)
-    relay = _config(None, uds=str(private)).bind_socket()
-    collection = open_collection(settings)
-    replicas = Replicas(settings, listener)
-    replicas.start()
     try:
-        _freeze_startup_objects()
-        _serve_until_stopped(create_app(settings, collection, consume=consume), [listener, relay])
+        listener = listening_socket(host, port)
+        private.unlink(missing_ok=True)  # left by a primary that was killed
+        relay = _config(None, uds=str(private)).bind_socket()
+        replicas = Replicas(settings, host, port)
+        replicas.start()
+        try:
+            _freeze_startup_objects()
+            _serve_until_stopped(create_app(settings, collection, consume=consume), [listener, relay])
+        finally:
+            replicas.stop()
+            private.unlink(missing_ok=True)
     finally:
-        replicas.stop()
         collection.close()
-        private.unlink(missing_ok=True)
 
 
 class Replicas:
     """Replica processes 1..N-1, started again when one exits while serving goes on."""
 
-    def __init__(self, settings: Settings, listener: socket.socket) -> None:
+    def __init__(self, settings: Settings, host: str, port: int) -> None:
         self.settings = settings
-        self.listener = listener
+        self.address = (host, port)
         self.processes: dict[int, BaseProcess] = {}
         self.started_at: dict[int, float] = {}
         self._stopping = threading.Event()
@@ -77,7 +80,7 @@ class Replicas:
     def _start(self, number: int) -> None:
         process = self._context.Process(
             target=run_replica,
-            args=(self.settings.model_dump_json(), number, self.listener, os.getpid()),
+            args=(self.settings.model_dump_json(), number, *self.address, os.getpid()),
             name=f"dss-replica-{number}",
             daemon=False,
         )
@@ -110,17 +113,25 @@ class Replicas:
                 process.kill()
 
 
-def run_replica(primary_json: str, number: int, listener: socket.socket, parent_pid: int) -> None:
-    """A replica process's main: open its copy, serve the shared socket, stop with the primary."""
+def run_replica(primary_json: str, number: int, host: str, port: int, parent_pid: int) -> None:
+    """A replica process's main: open its copy, then listen and serve; stop with the primary."""
     configure_json_logging()
     primary = Settings.model_validate_json(primary_json)
     collection = open_replica(primary, number)
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), name="dss-parent-watch", daemon=True).start()
     try:
         _freeze_startup_objects()
-        _serve_until_stopped(create_app(collection.settings, collection, primary_dir=primary.data_dir), [listener])
+        app = create_app(collection.settings, collection, primary_dir=primary.data_dir)
+        _serve_until_stopped(app, [listening_socket(host, port)])
     finally:
         collection.close()
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """This process's socket on the shared port (SO_REUSEPORT: only processes of the same
+    user can join it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=2048, reuse_port=True)
 
 
 def _serve_until_stopped(app: object, sockets: list[socket.socket]) -> None:

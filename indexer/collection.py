@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -129,7 +128,7 @@ def open_indexes(
         settings.search, store, query_encoder(settings, encoder, cache), vectors, lexical, attributes,
         generation=generation.name,
     )
-    (generation / ENCODER_FILE).write_text(json.dumps(settings.encoder.model_dump()))
+    (generation / ENCODER_FILE).write_text(settings.encoder.model_dump_json())
     return Indexes(generation, encoder, vectors, lexical, indexer, engine)
 
 

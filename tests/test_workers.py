@@ -101,10 +101,31 @@ def test_a_killed_replica_is_started_again_and_all_stop_together(workers) -> Non
         if pids["replica"] != replica:
             break
         assert time.time() < deadline, "the replica was not started again"
-    server.stop()
+    os.kill(server.process.pid, signal.SIGTERM)  # the primary alone: it stops its replicas
+    server.process.wait(timeout=60)
     for pid in pids.values():
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # every process is gone: no orphaned replica
+
+
+def test_replicas_stop_by_themselves_when_the_primary_is_killed(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _dss("ingest", str(SAMPLE), "--data-dir", str(data))
+    server = Server(data, "--workers", "2")
+    try:
+        env = {"X-API-Key": _dss("keys", "create", "--role", "reader", "--data-dir", str(data)).strip()}
+        replica = _from_each_worker(server, env, lambda client: client.get("/ready").json()["worker"]["pid"])["replica"]
+        os.kill(server.process.pid, signal.SIGKILL)  # no chance to stop anything
+        deadline = time.time() + 30
+        while True:
+            try:
+                os.kill(replica, 0)
+            except ProcessLookupError:
+                break
+            assert time.time() < deadline, "the replica outlived its primary"
+            time.sleep(0.2)
+    finally:
+        server.stop()
 
 
 def test_a_replica_whose_primary_is_gone_answers_admin_requests_with_503(tmp_path: Path, hash_encoder) -> None:
@@ -121,3 +142,29 @@ def test_a_replica_whose_primary_is_gone_answers_admin_requests_with_503(tmp_pat
             assert relayed.status_code == 503 and "primary serving process" in relayed.json()["error"]
             assert relayed.json()["request_id"] == relayed.headers["X-Request-ID"]
             assert client.get("/search", params={"q": "anything"}).status_code == 200  # queries stay local
+
+
+def test_a_replica_copy_made_by_another_encoder_is_made_again_from_the_store(tmp_path: Path, minilm) -> None:
+    from indexer.collection import open_collection
+    from indexer.ingest import ingest
+    from indexer.reindex import rebuild
+    from indexer.replica import open_replica
+    from search.config import EncoderSettings, load_settings
+    from search.encoders import load_encoder
+    from search.store import Store
+    from tests.tiny_deepseek import build_tiny_deepseek
+
+    primary = load_settings(data_dir=tmp_path / "data")
+    with open_collection(primary, encoder=minilm) as collection:
+        ingest(collection, SAMPLE, 64, 10**6)
+    with open_replica(primary, 1) as replica:
+        assert replica.encoder.fingerprint == minilm.fingerprint and replica.vectors.count == 40
+    # An offline reindex of the primary with another encoder; the replica was not running.
+    tiny = EncoderSettings(backend="deepseek", model=str(build_tiny_deepseek(tmp_path / "tiny")))
+    tiny_encoder = load_encoder(tiny)
+    store = Store(primary.store_url)
+    rebuild(primary.model_copy(update={"encoder": tiny}), store, tiny_encoder)
+    store.close()
+    with open_replica(primary, 1) as replica:
+        assert replica.encoder.fingerprint == tiny_encoder.fingerprint != minilm.fingerprint
+        assert replica.vectors.count == 40 and replica.settings.encoder == tiny
