@@ -20,7 +20,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -340,7 +340,7 @@ def _routes(app: FastAPI) -> None:
             m.reindex_jobs.labels(state).set(n)
         running = svc.jobs.running()
         m.reindex_progress.set(running.progress if running else 0)
-        return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(m.export(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/search", tags=["search"], dependencies=[Reader], response_model=SearchResponse)
     async def search_get(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -342,15 +343,23 @@ def serve(
     data_dir: DataDirOption = None,
 ) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs)."""
+    settings = _settings(config, data_dir)
+    if workers is not None:
+        settings.api.workers = workers
+    if settings.api.workers > 1:
+        # Before prometheus_client is first imported (it picks its value store then): every
+        # process writes its samples here and /metrics adds them up (api/metrics.py).
+        samples = settings.data_dir.resolve() / "metrics"
+        shutil.rmtree(samples, ignore_errors=True)  # a previous run's processes are gone
+        samples.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(samples)
+
     import uvicorn
 
     from api.app import create_app
     from api.logs import configure_json_logging
     from search.vector_index import EncoderMismatch
 
-    settings = _settings(config, data_dir)
-    if workers is not None:
-        settings.api.workers = workers
     configure_json_logging()
     host, port = host or settings.api.host, port or settings.api.port
     try:

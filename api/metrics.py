@@ -1,8 +1,18 @@
-"""Prometheus metrics, one registry per app (so tests can run several apps side by side)."""
+"""Prometheus metrics, one registry per app (so tests can run several apps side by side).
+
+With several serving processes (api/workers.py) every process writes its samples to files
+under PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode, chosen when that
+variable is set before the library is imported) and /metrics, on whichever process answers,
+exports the sum over all of them: counters and histograms add up, and the gauges set when
+scraped take the scraping process's value.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -34,23 +44,29 @@ class Metrics:
             "dss_cache_seconds", "Cache operation latency by level.", ["level"],
             buckets=LATENCY_BUCKETS, registry=self.registry,
         )
+        # Set when scraped ("livemostrecent": with several processes, the scraping one's value).
         self.cache_hit_ratio = Gauge(
-            "dss_cache_hit_ratio", "Hits / lookups since start, by level.", ["level"], registry=self.registry
+            "dss_cache_hit_ratio", "Hits / lookups since start, by level.", ["level"], registry=self.registry,
+            multiprocess_mode="livemostrecent",
         )
         self.documents = Gauge(
-            "dss_documents", "Documents in the store.", ["state"], registry=self.registry
+            "dss_documents", "Documents in the store.", ["state"], registry=self.registry,
+            multiprocess_mode="livemostrecent",
         )
         self.index_size = Gauge(
-            "dss_index_documents", "Documents in each index.", ["index"], registry=self.registry
+            "dss_index_documents", "Documents in each index.", ["index"], registry=self.registry,
+            multiprocess_mode="livemostrecent",
         )
         self.writes = Counter(
             "dss_document_writes_total", "Document writes by outcome.", ["outcome"], registry=self.registry
         )
+        # Jobs run on the primary: with several processes, the highest value any has set.
         self.reindex_jobs = Gauge(
-            "dss_reindex_jobs", "Reindex jobs by state.", ["state"], registry=self.registry
+            "dss_reindex_jobs", "Reindex jobs by state.", ["state"], registry=self.registry, multiprocess_mode="livemax"
         )
         self.reindex_progress = Gauge(
-            "dss_reindex_progress_ratio", "Progress of the running reindex job (0-1).", registry=self.registry
+            "dss_reindex_progress_ratio", "Progress of the running reindex job (0-1).", registry=self.registry,
+            multiprocess_mode="livemax",
         )
         self._cache_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
@@ -66,9 +82,22 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def export(self) -> bytes:
+        """The exposition text: this process's registry, or every serving process's samples."""
+        return generate_latest(self._exported())
+
+    def _exported(self) -> CollectorRegistry:
+        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+            return self.registry
+        combined = CollectorRegistry()
+        MultiProcessCollector(combined)
+        return combined
+
     def update_cache_ratios(self) -> None:
         counts: dict[tuple[str, str], float] = {}
-        for metric in self.cache_requests.collect():
+        for metric in self._exported().collect():
+            if metric.name != "dss_cache_requests":
+                continue
             for sample in metric.samples:
                 if sample.name.endswith("_total"):
                     counts[(sample.labels["level"], sample.labels["outcome"])] = sample.value

@@ -4,11 +4,11 @@ One worker process is bound by its GIL and its event loop to about one core; a r
 another. Each process listens on the same port with its own SO_REUSEPORT socket, opened once
 it can answer, and the kernel spreads new connections evenly over them (one shared socket let
 whichever event loop woke first take a burst of connections: 62 of 64 keep-alive clients on
-one process, measured, while the other idled). The primary serves ``data_dir`` as a single process would: it writes its
-indexes, runs the Kafka consumer and the reindex jobs, and listens on a private Unix socket
-to which replicas relay admin requests (api/forward.py). Replicas keep their own index copies
-(indexer/replica.py); every process follows the shared store, so a write taken by any of
-them is searchable in all within ``index.follow_interval_ms``.
+one process, measured, while the other idled). The primary serves ``data_dir`` as a single
+process would: it writes its indexes, runs the Kafka consumer and the reindex jobs, and
+listens on a private Unix socket to which replicas relay admin requests (api/forward.py).
+Replicas keep their own index copies (indexer/replica.py); every process follows the shared
+store, so a write taken by any of them is searchable in all within ``index.follow_interval_ms``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import time
 from multiprocessing.process import BaseProcess
 
 import uvicorn
+from prometheus_client import multiprocess
 
 from api.app import create_app
 from api.forward import primary_socket
@@ -45,7 +46,10 @@ def serve_workers(settings: Settings, host: str, port: int, consume: bool = Fals
     collection = open_collection(settings)  # first: the port opens once the primary can answer
     private = primary_socket(settings.data_dir)
     try:
-        listener = listening_socket(host, port)
+        try:
+            listener = listening_socket(host, port)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from None
         private.unlink(missing_ok=True)  # left by a primary that was killed
         relay = _config(None, uds=str(private)).bind_socket()
         replicas = Replicas(settings, host, port)
@@ -98,6 +102,8 @@ class Replicas:
                     if self._stopping.is_set():
                         return
                     log.warning("replica exited; starting it again", extra={"replica": number, "exitcode": process.exitcode})
+                    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+                        multiprocess.mark_process_dead(process.pid)  # its live gauges no longer count
                     self._start(number)
 
     def stop(self, timeout_s: float = 30.0) -> None:

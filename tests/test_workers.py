@@ -91,6 +91,23 @@ def test_admin_reindex_runs_on_the_primary_and_the_replica_follows(workers) -> N
     assert (data / "replicas" / "r1" / "indexes" / "CURRENT").read_text().strip() == generation
 
 
+def test_metrics_add_up_every_worker(workers) -> None:
+    server, admin, _ = workers
+    _from_each_worker(server, admin, lambda client: client.get("/ready").json()["worker"]["pid"])  # both serve
+    before = _health_count(server, admin)
+    for _ in range(20):  # new connections: both processes answer some
+        assert httpx.get(f"{server.url}/health").status_code == 200
+    # Whichever process answers the scrape, it counts what both served.
+    for _ in range(3):
+        assert _health_count(server, admin) >= before + 20
+
+
+def _health_count(server: Server, admin: dict[str, str]) -> float:
+    text = httpx.get(f"{server.url}/metrics", headers=admin).text
+    prefix = 'dss_http_request_duration_seconds_count{method="GET",route="/health",status="200"}'
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+
+
 def test_a_killed_replica_is_started_again_and_all_stop_together(workers) -> None:
     server, admin, _ = workers
     replica = _from_each_worker(server, admin, lambda client: client.get("/ready").json()["worker"]["pid"])["replica"]
