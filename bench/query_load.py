@@ -118,8 +118,8 @@ def load(url: str, headers: dict, concurrency: int, seconds: float, paths: list[
 def measure(
     url: str, template: str, headers: dict, queries: list[str], seconds: float, runs: int, work: Path, server: str
 ) -> list[dict]:
-    """Every mix at every concurrency on one server; ``server`` names it in the uncached queries,
-    so that no server meets a query that an earlier one in this run answered (Redis is shared)."""
+    """Every mix at every concurrency on one server; ``server`` seeds its draws, so that no server
+    meets an uncached query that an earlier one in this run answered (Redis is shared)."""
     rows = []
     for mix in ("uncached", "zipf", "cached"):
         if mix == "cached":  # answer every query once, so that the mix is all hits
