@@ -104,12 +104,7 @@ def create_app(
         if not settings.api.auth:
             log.warning("authentication is OFF (api.auth=false): every client has admin rights; use only for a local sample")
         if owned:
-            # What start-up loaded (models, tokenizer, libraries) lives as long as the process:
-            # out of the collector's generations, full collections stop pausing queries
-            # (measured: p99 at 32 concurrent uncached queries 390 -> 228 ms). Collected
-            # first, so that no garbage is frozen with it.
-            gc.collect()
-            gc.freeze()
+            freeze_startup_objects()
         log.info("ready", extra={"documents": live.store.stats().live, "generation": live.generation.name})
         yield
         stop_following.set()
@@ -139,6 +134,16 @@ def create_app(
     if collection is not None:
         app.state.services = _services(settings, collection, primary_dir)
     return app
+
+
+def freeze_startup_objects() -> None:
+    """For a process that serves until it ends (called once start-up has loaded everything).
+
+    What start-up loaded (models, tokenizer, libraries) lives as long as the process: out of
+    the collector's generations, full collections stop pausing queries (measured: p99 at 32
+    concurrent uncached queries 390 -> 228 ms). Collected first, so that no garbage is frozen."""
+    gc.collect()
+    gc.freeze()
 
 
 def _services(settings: Settings, collection: Collection, primary_dir: Path | None = None) -> Services:

@@ -14,6 +14,11 @@ import os
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+def multiprocess_metrics() -> bool:
+    """Whether samples go to PROMETHEUS_MULTIPROC_DIR (set by `dss serve --workers N`)."""
+    return "PROMETHEUS_MULTIPROC_DIR" in os.environ
+
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -87,7 +92,7 @@ class Metrics:
         return generate_latest(self._exported())
 
     def _exported(self) -> CollectorRegistry:
-        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        if not multiprocess_metrics():
             return self.registry
         combined = CollectorRegistry()
         MultiProcessCollector(combined)
@@ -95,7 +100,9 @@ class Metrics:
 
     def update_cache_ratios(self) -> None:
         counts: dict[tuple[str, str], float] = {}
-        for metric in self._exported().collect():
+        # Every process's counts when there are several; else just this counter (not the registry).
+        metrics = self._exported().collect() if multiprocess_metrics() else self.cache_requests.collect()
+        for metric in metrics:
             if metric.name != "dss_cache_requests":
                 continue
             for sample in metric.samples:

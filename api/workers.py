@@ -13,7 +13,6 @@ store, so a write taken by any of them is searchable in all within ``index.follo
 
 from __future__ import annotations
 
-import gc
 import logging
 import multiprocessing
 import os
@@ -26,9 +25,10 @@ from multiprocessing.process import BaseProcess
 import uvicorn
 from prometheus_client import multiprocess
 
-from api.app import create_app
+from api.app import create_app, freeze_startup_objects
 from api.forward import primary_socket
 from api.logs import configure_json_logging
+from api.metrics import multiprocess_metrics
 from indexer.collection import open_collection
 from indexer.replica import open_replica
 from search.config import ConfigError, Settings
@@ -55,7 +55,7 @@ def serve_workers(settings: Settings, host: str, port: int, consume: bool = Fals
         replicas = Replicas(settings, host, port)
         replicas.start()
         try:
-            _freeze_startup_objects()
+            freeze_startup_objects()
             _serve_until_stopped(create_app(settings, collection, consume=consume), [listener, relay])
         finally:
             replicas.stop()
@@ -102,7 +102,7 @@ class Replicas:
                     if self._stopping.is_set():
                         return
                     log.warning("replica exited; starting it again", extra={"replica": number, "exitcode": process.exitcode})
-                    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+                    if multiprocess_metrics():
                         multiprocess.mark_process_dead(process.pid)  # its live gauges no longer count
                     self._start(number)
 
@@ -126,7 +126,7 @@ def run_replica(primary_json: str, number: int, host: str, port: int, parent_pid
     collection = open_replica(primary, number)
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), name="dss-parent-watch", daemon=True).start()
     try:
-        _freeze_startup_objects()
+        freeze_startup_objects()
         app = create_app(collection.settings, collection, primary_dir=primary.data_dir)
         _serve_until_stopped(app, [listening_socket(host, port)])
     finally:
@@ -153,12 +153,6 @@ def _exit_with_parent(parent_pid: int) -> None:
     while os.getppid() == parent_pid:
         time.sleep(1.0)
     os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _freeze_startup_objects() -> None:
-    # As a single process does (api/app.py): what start-up loaded stays out of the collector.
-    gc.collect()
-    gc.freeze()
 
 
 def _config(app: object, **bind: object) -> uvicorn.Config:
