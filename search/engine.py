@@ -91,6 +91,19 @@ class Candidates:
     categories: dict[str, float]  # the query's category distribution (dynamic mode only)
 
 
+@dataclass
+class LexicalCandidates:
+    """The half of retrieval that needs no query embedding: the filter's allowed keys, BM25
+    hits on body and title, and the query analyser's features. ``search_async`` computes it
+    while the query is being encoded."""
+
+    allowed: list[int] | None
+    lexical: list[dict[int, float]]
+    title: list[dict[int, float]]
+    features: list[QueryFeatures | None]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
 class SearchEngine:
     def __init__(
         self,
@@ -144,14 +157,16 @@ class SearchEngine:
         filters: Filters | None = None,
         options: RankOptions | None = None,
         query_vector: np.ndarray | None = None,
+        lexical_half: LexicalCandidates | None = None,
     ) -> SearchResult:
         """One page of results. ``query_vector``: the query's embedding when the caller has
-        it already (the async path encodes without blocking); else it is encoded here."""
+        it already (the async path encodes without blocking); else it is encoded here.
+        ``lexical_half``: the query's lexical candidates when the caller has them already."""
         mode = self.resolve_mode(mode)
         timings: dict[str, float] = {}
         depth = offset + k
         vectors = None if query_vector is None else query_vector.reshape(1, -1)
-        ranking = self.rank_many([query], depth, mode, nprobe, timings, filters, options, vectors)[0]
+        ranking = self.rank_many([query], depth, mode, nprobe, timings, filters, options, vectors, lexical_half)[0]
         page = ranking.ranked[offset:depth]
         started = time.perf_counter()
         docs = self.store.get_by_keys([key for key, _ in page])
@@ -192,25 +207,51 @@ class SearchEngine:
         options: RankOptions | None = None,
         embedding: Future[np.ndarray] | None = None,
     ) -> SearchResult:
-        """``search`` for an event loop, as a pipeline of three threads: the loop waits for
-        the encoder (a micro-batch of concurrent queries) without blocking, then hands the
-        query to the ranking thread. One ranking thread, since ranking is mostly Python and
-        more would only contend for the GIL; the loop stays free for HTTP, cached answers and
-        health checks even when the store is slow. ``embedding``: the query's embedding when
-        the caller has asked for it already; else it is asked of the encoder here."""
-        vector, encode_ms = None, None
-        if self.resolve_mode(mode) != "lexical":
+        """``search`` for an event loop, as a pipeline of three threads. The ranking thread
+        retrieves the lexical candidates while the encoder embeds the query (a micro-batch of
+        concurrent queries); the encoder's completion hands the query straight back to the
+        ranking thread for the dense half, fusion and reranking, and the loop only awaits the
+        page. One ranking thread, since ranking is mostly Python and more would only contend
+        for the GIL; the loop stays free for HTTP, cached answers and health checks even when
+        the store is slow. ``embedding``: the query's embedding when the caller has asked for
+        it already; else it is asked of the encoder here."""
+        mode = self.resolve_mode(mode)
+        ranker = self._ranking_thread()
+        depth = self.depth([query], offset + k, mode, options or RankOptions())
+        # FIFO on one thread: the lexical half is done before the rest of the query is ranked.
+        lexical_half = ranker.submit(self.lexical_candidates, [query], depth, mode, filters)
+        page: Future[SearchResult] = Future()
+
+        def rank(vector: np.ndarray | None, encode_ms: float | None) -> None:
+            if not page.set_running_or_notify_cancel():
+                return  # the client went away while the query was being encoded
+            try:
+                result = self.search(query, k, mode, nprobe, offset, filters, options, vector, lexical_half.result())
+            except BaseException as exc:
+                page.set_exception(exc)
+                return
+            if encode_ms is not None:
+                result.timings_ms = {"encode": encode_ms, **result.timings_ms}
+            page.set_result(result)
+
+        def encoded(vectors: Future[np.ndarray]) -> None:  # on the encoder's thread
+            try:
+                ranker.submit(rank, vectors.result()[0], _ms(started))
+            except BaseException as exc:  # the encoder failed, or the engine was closed
+                if page.set_running_or_notify_cancel():
+                    page.set_exception(exc)
+
+        if mode == "lexical":
+            ranker.submit(rank, None, None)
+        else:
             started = time.perf_counter()
-            vector = (await asyncio.wrap_future(embedding or self.encoder.submit_queries([query])))[0]
-            encode_ms = _ms(started)
+            (embedding or self.encoder.submit_queries([query])).add_done_callback(encoded)
+        return await asyncio.wrap_future(page)
+
+    def _ranking_thread(self) -> ThreadPoolExecutor:
         if self._ranker is None:
             self._ranker = ThreadPoolExecutor(1, thread_name_prefix="ranker")
-        result = await asyncio.get_running_loop().run_in_executor(
-            self._ranker, self.search, query, k, mode, nprobe, offset, filters, options, vector
-        )
-        if encode_ms is not None:
-            result.timings_ms = {"encode": encode_ms, **result.timings_ms}
-        return result
+        return self._ranker
 
     def close(self) -> None:
         """Let the ranking thread end once it has finished what it was given."""
@@ -229,16 +270,17 @@ class SearchEngine:
         filters: Filters | None = None,
         options: RankOptions | None = None,
         vectors: np.ndarray | None = None,
+        lexical_half: LexicalCandidates | None = None,
     ) -> list[Ranking]:
         """Rank keys for many queries at once (one batched encoder call, unless ``vectors``
-        holds the queries' embeddings already)."""
+        holds the queries' embeddings already; ``lexical_half``: their lexical candidates, when
+        retrieved already at this depth)."""
         mode = self.resolve_mode(mode)
         options = options or RankOptions()
         timings = timings if timings is not None else {}
         reranking = [self.rerank_weights(q, options) for q in queries]
-        any_rerank = any(r.active for r in reranking)
-        depth = max(k, self.settings.candidates) if mode in FUSED_MODES or any_rerank else k
-        candidates = self.candidates(queries, depth, mode, nprobe, timings, filters, vectors)
+        depth = self.depth(queries, k, mode, options)
+        candidates = self.candidates(queries, depth, mode, nprobe, timings, filters, vectors, lexical_half)
         started = time.perf_counter()
         rankings = []
         for found, rerank_weights in zip(candidates, reranking):
@@ -271,6 +313,39 @@ class SearchEngine:
         timings["rank"] = _ms(started)
         return rankings
 
+    def depth(self, queries: Sequence[str], k: int, mode: str, options: RankOptions) -> int:
+        """How many candidates each signal retrieves for a page of ``k``: the configured pool
+        when they are fused or reranked, else just the page."""
+        reranked = any(self.rerank_weights(q, options).active for q in queries)
+        return max(k, self.settings.candidates) if mode in FUSED_MODES or reranked else k
+
+    def lexical_candidates(
+        self, queries: Sequence[str], depth: int, mode: str, filters: Filters | None = None
+    ) -> LexicalCandidates:
+        """The filter's allowed keys, and each query's BM25 hits and features as the mode needs."""
+        timings: dict[str, float] = {}
+        allowed = None
+        if filters:
+            started = time.perf_counter()
+            allowed = self.store.keys_matching(filters)
+            timings["filter"] = _ms(started)
+        lexical: list[dict[int, float]] = [{} for _ in queries]
+        title: list[dict[int, float]] = [{} for _ in queries]
+        if mode != "dense":
+            started = time.perf_counter()
+            lexical = [dict(self.lexical.search(q, depth, allowed=allowed)) for q in queries]
+            if mode == "dynamic":
+                title = [dict(self.lexical.search(q, depth, "title", allowed)) for q in queries]
+            timings["lexical"] = _ms(started)
+        features: list[QueryFeatures | None] = [None] * len(queries)
+        if mode == "dynamic":
+            documents = self.lexical.count
+            features = [
+                analyse_query(q, self.lexical.query_terms(q), self.lexical.document_frequency, documents)
+                for q in queries
+            ]
+        return LexicalCandidates(allowed, lexical, title, features, timings)
+
     def candidates(
         self,
         queries: Sequence[str],
@@ -280,18 +355,16 @@ class SearchEngine:
         timings: dict[str, float] | None = None,
         filters: Filters | None = None,
         vectors: np.ndarray | None = None,
+        lexical_half: LexicalCandidates | None = None,
     ) -> list[Candidates]:
-        """Each query's candidates from every signal the mode uses, with raw scores."""
+        """Each query's candidates from every signal the mode uses, with raw scores
+        (``lexical_half``: retrieved already for these queries, depth, mode and filters)."""
         timings = timings if timings is not None else {}
-        allowed = None
-        if filters:
-            started = time.perf_counter()
-            allowed = self.store.keys_matching(filters)
-            timings["filter"] = _ms(started)
+        lexical_half = lexical_half or self.lexical_candidates(queries, depth, mode, filters)
+        timings.update(lexical_half.timings)
+        allowed, lexical, title = lexical_half.allowed, lexical_half.lexical, lexical_half.title
         n = len(queries)
         dense: list[dict[int, float]] = [{} for _ in queries]
-        lexical: list[dict[int, float]] = [{} for _ in queries]
-        title: list[dict[int, float]] = [{} for _ in queries]
         if mode == "lexical":
             vectors = None
         else:
@@ -303,19 +376,6 @@ class SearchEngine:
             scores, keys = self.vectors.search(vectors, depth, nprobe=nprobe, allowed=allowed)
             timings["vector"] = _ms(started)
             dense = [_as_scores(keys[i], scores[i]) for i in range(n)]
-        if mode != "dense":
-            started = time.perf_counter()
-            lexical = [dict(self.lexical.search(q, depth, allowed=allowed)) for q in queries]
-            if mode == "dynamic":
-                title = [dict(self.lexical.search(q, depth, "title", allowed)) for q in queries]
-            timings["lexical"] = _ms(started)
-        features: list[QueryFeatures | None] = [None] * n
-        if mode == "dynamic":
-            documents = self.lexical.count
-            features = [
-                analyse_query(q, self.lexical.query_terms(q), self.lexical.document_frequency, documents)
-                for q in queries
-            ]
         categories: list[dict[str, float]] = [{} for _ in queries]
         if mode == "dynamic" and vectors is not None:
             started = time.perf_counter()
@@ -326,7 +386,7 @@ class SearchEngine:
         return [
             Candidates(
                 signals={"dense": dense[i], "lexical": lexical[i], "title": title[i]},
-                features=features[i],
+                features=lexical_half.features[i],
                 categories=categories[i],
             )
             for i in range(n)

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -336,6 +337,56 @@ def test_async_search_matches_the_blocking_one(tmp_path: Path, minilm) -> None:
         assert not cached and encoded == [] and second.hits[0].id == "wing" and "encode" in second.timings_ms
         asyncio.run(results.search_async(engine, "heat slabs", k=2))
         assert encoded == ["heat slabs"]
+
+
+def test_async_search_retrieves_lexical_candidates_while_the_query_is_encoded(tmp_path: Path, minilm) -> None:
+    """The lexical half runs on the ranking thread while the encoder holds the query; the
+    encoder's completion goes straight on to ranking; a request cancelled meanwhile is never
+    ranked; an encoder error reaches the caller."""
+    settings = load_settings(data_dir=tmp_path / "data", cache={"redis_url": None})
+    with open_collection(settings, encoder=minilm) as collection:
+        collection.write(DOCS)
+        engine = collection.engine
+        blocking = engine.search("heat conduction", k=2)
+        lexical_started, ranked = threading.Event(), []
+        lexical_candidates, search = engine.lexical_candidates, engine.search
+        engine.lexical_candidates = lambda *a: lexical_started.set() or lexical_candidates(*a)
+        engine.search = lambda *a: ranked.append(a[0]) or search(*a)
+        held: list[Future] = []
+
+        def hold(texts):  # an encoder that answers only when told to
+            held.append(Future())
+            return held[-1]
+
+        engine.encoder.submit_queries = hold
+
+        async def main() -> None:
+            task = asyncio.create_task(engine.search_async("heat conduction", k=2))
+            while not held:
+                await asyncio.sleep(0.001)
+            assert await asyncio.to_thread(lexical_started.wait, 5)  # before any embedding exists
+            held[0].set_result(minilm.encode_queries(["heat conduction"]))
+            awaited = await asyncio.wait_for(task, 10)
+            assert [(h.id, round(h.score, 5)) for h in awaited.hits] == [(h.id, round(h.score, 5)) for h in blocking.hits]
+            assert set(awaited.timings_ms) >= {"encode", "lexical", "vector", "rank", "hydrate"}
+
+            cancelled = asyncio.create_task(engine.search_async("swept wing", k=1))
+            while len(held) < 2:
+                await asyncio.sleep(0.001)
+            cancelled.cancel()
+            held[1].set_result(minilm.encode_queries(["swept wing"]))
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+            failing = asyncio.create_task(engine.search_async("heat slabs", k=1))
+            while len(held) < 3:
+                await asyncio.sleep(0.001)
+            held[2].set_exception(RuntimeError("encoder failed"))
+            with pytest.raises(RuntimeError, match="encoder failed"):
+                await asyncio.wait_for(failing, 10)
+            await asyncio.to_thread(engine._ranking_thread().submit(lambda: None).result, 5)  # the queue drained
+
+        asyncio.run(main())
+        assert ranked == ["heat conduction"]  # neither the cancelled nor the failed query was ranked
 
 
 def test_cached_pages_round_trip_numpy_numbers_and_times() -> None:

@@ -18,7 +18,7 @@ def test_environment_overrides_nested_keys(monkeypatch: pytest.MonkeyPatch) -> N
     settings = load_settings()
     assert settings.index.nprobe == 16
     assert settings.data_dir == Path("/tmp/dss-env")
-    assert settings.index.factory == "IVF{nlist},Flat"  # untouched keys keep the YAML value
+    assert settings.index.factory == "IVF{nlist},SQfp16"  # untouched keys keep the YAML value
 
 
 def test_explicit_override_beats_environment(monkeypatch: pytest.MonkeyPatch) -> None:

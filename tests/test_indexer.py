@@ -181,3 +181,22 @@ def test_collection_trains_ivf_once_large_enough(tmp_path: Path, hash_encoder: H
         assert hits[0].id == "d5"
     with open_collection(settings, encoder=hash_encoder) as collection:
         assert collection.vectors.trained_size == 120 and collection.vectors.count == 119
+
+
+def test_index_saved_with_another_factory_is_rebuilt_without_encoding(tmp_path: Path, hash_encoder: HashEncoder) -> None:
+    """Changing index.factory (as the default did, Flat -> SQfp16) migrates an existing
+    collection when it is next opened: rebuilt from the stored embeddings, nothing re-encoded."""
+    small = {"nlist_factor": 1.0, "train_points_per_list": 10}
+    docs = [DocumentWrite(id=f"d{i}", text=f"word{i} topic{i % 7}") for i in range(120)]
+    flat = _settings(tmp_path, index={**small, "factory": "IVF{nlist},Flat"})
+    with open_collection(flat, encoder=hash_encoder) as collection:
+        collection.write(docs)
+        assert collection.vectors.state.kind == "IVF11,Flat"
+        before = _ids(collection, "word5 topic5", "dense", k=5)
+    calls = len(hash_encoder.calls)
+    with open_collection(_settings(tmp_path, index=small), encoder=hash_encoder) as collection:
+        assert collection.vectors.state.kind == "IVF11,SQfp16" and collection.vectors.count == 120
+        assert _ids(collection, "word5 topic5", "dense", k=5)[0] == before[0] == "d5"
+    assert sum(hash_encoder.calls[calls:]) <= 1  # at most the query; no document
+    with open_collection(_settings(tmp_path, index=small), encoder=hash_encoder) as collection:
+        assert not collection.vectors.layout_changed  # the migrated snapshot was saved

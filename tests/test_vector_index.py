@@ -47,7 +47,7 @@ def test_trains_ivf_at_threshold_and_retrains_after_growth() -> None:
     assert index.wants_rebuild()
     all_vectors = np.vstack([_vectors(99), _vectors(1, seed=1)])
     index.rebuild([(np.arange(100), all_vectors)])
-    assert index.state.kind == "IVF10,Flat" and index.trained_size == 100
+    assert index.state.kind == "IVF10,SQfp16" and index.trained_size == 100
     assert not index.wants_rebuild()
 
     index.upsert(np.arange(100, 399), _vectors(299, seed=2))
@@ -73,6 +73,22 @@ def test_ivf_updates_deletes_and_per_request_nprobe() -> None:
     # One probed list returns fewer candidates than all of them.
     _, one = index.search(vectors[:1], k=100, nprobe=1)
     assert (one[0] >= 0).sum() < 100
+
+
+def test_half_precision_default_matches_flat_storage() -> None:
+    """The default IVF,SQfp16 keeps what IVF,Flat finds and scores, to half precision."""
+    vectors = _vectors(400)
+    half, full = VectorIndex(_small_ivf_settings(), FP), VectorIndex(_small_ivf_settings(factory="IVF{nlist},Flat"), FP)
+    for index in (half, full):
+        index.rebuild([(np.arange(400), vectors)])
+    assert (half.state.kind, full.state.kind) == ("IVF20,SQfp16", "IVF20,Flat")
+    half_scores, half_found = half.search(vectors[:50], k=10, nprobe=4)
+    full_scores, full_found = full.search(vectors[:50], k=10, nprobe=4)
+    assert (half_found[:, 0] == full_found[:, 0]).all() and (half_found[:, 0] == np.arange(50)).all()
+    np.testing.assert_allclose(half_scores, full_scores, atol=2e-3)
+    stored, found = half.reconstruct([3, 7, 399])
+    assert found.all()
+    np.testing.assert_allclose(stored, vectors[[3, 7, 399]], atol=1e-3)
 
 
 def test_save_and_load_round_trip(tmp_path: Path) -> None:
