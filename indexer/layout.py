@@ -25,13 +25,34 @@ def current_generation(data_dir: Path) -> Path:
     return indexes_root(data_dir) / name
 
 
-def new_generation(data_dir: Path) -> Path:
+def new_generation(data_dir: Path, name: str | None = None) -> Path:
+    """An empty directory for the next generation (``name``: this one, as a replica takes its
+    primary's names), never the current one."""
     root = indexes_root(data_dir)
-    numbers = [int(p.name[1:]) for p in root.glob("g*") if p.name[1:].isdigit()] if root.is_dir() else []
-    generation = root / f"g{max(numbers, default=1) + 1}"
+    if name is None:
+        numbers = [int(p.name[1:]) for p in root.glob("g*") if p.name[1:].isdigit()] if root.is_dir() else []
+        name = f"g{max(numbers, default=1) + 1}"
+    elif name == current_generation(data_dir).name:
+        raise ValueError(f"generation {name} is the current one in {data_dir}")
+    generation = root / name
     shutil.rmtree(generation, ignore_errors=True)
     generation.mkdir(parents=True)
     return generation
+
+
+def adopt_generation_name(data_dir: Path, name: str) -> None:
+    """Give the current generation (built or not yet) the name ``name``. Nothing in a
+    generation refers to its own name, so the directory is just renamed."""
+    current = current_generation(data_dir)
+    if current.name == name:
+        return
+    target = indexes_root(data_dir) / name
+    shutil.rmtree(target, ignore_errors=True)
+    if current.is_dir():
+        current.rename(target)
+    else:
+        target.mkdir(parents=True)
+    atomic_write_text(indexes_root(data_dir) / "CURRENT", name)
 
 
 def publish(data_dir: Path, generation: Path) -> None:

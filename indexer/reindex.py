@@ -46,14 +46,16 @@ def rebuild_live(
     collection: Collection,
     encoder_settings: EncoderSettings | None = None,
     progress: Progress | None = None,
+    name: str | None = None,
 ) -> ReindexReport:
-    """Rebuild while ``collection`` keeps serving; optionally with another encoder."""
+    """Rebuild while ``collection`` keeps serving; optionally with another encoder, and into a
+    generation of the given ``name`` (a replica's copy of its primary's)."""
     settings = collection.settings
     encoder = collection.encoder
     if encoder_settings is not None and encoder_settings != settings.encoder:
         settings = settings.model_copy(update={"encoder": encoder_settings})
         encoder = load_encoder(encoder_settings)
-    generation = new_generation(settings.data_dir)
+    generation = new_generation(settings.data_dir, name)
     indexes = open_indexes(settings, collection.store, encoder, generation, collection.cache)
     indexes.indexer.catch_up(progress)  # the bulk of the work; queries and writes go on
     with collection.writes_paused():

@@ -3,7 +3,7 @@
 With several serving processes on one data directory, the primary owns ``data_dir/indexes``
 (the only tantivy writer there, the snapshots, reindex jobs); each replica builds and keeps
 a copy under ``data_dir/replicas/r<N>`` from the same store, follows the store's change log
-like any other follower, and adopts the primary's published generation: when a reindex
+like any other follower, and adopts the primary's published generation, name included: when a reindex
 publishes a new one (maybe with another encoder), the replica rebuilds its copy live with
 the encoder that generation records. A copy is never a source: when it cannot be opened with
 the primary's encoder, it is dropped and built again from the store.
@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from indexer.collection import ENCODER_FILE, Collection, open_collection
-from indexer.layout import current_generation, indexes_root
+from indexer.layout import adopt_generation_name, current_generation, indexes_root
 from indexer.reindex import ReindexReport, rebuild_live
 from search.config import EncoderSettings, Settings
 from search.vector_index import EncoderMismatch
@@ -42,12 +42,17 @@ def published_encoder(generation: Path) -> EncoderSettings | None:
 
 
 def open_replica(primary: Settings, number: int) -> Collection:
+    """Replica ``number``'s copy, under the name of the primary's current generation (so
+    that both report the same ``generation``)."""
     settings = replica_settings(primary, number)
+    published = current_generation(primary.data_dir).name
+    adopt_generation_name(settings.data_dir, published)
     try:
         return open_collection(settings)
     except EncoderMismatch:
         log.warning("replica index built by another encoder: building it again from the store")
         shutil.rmtree(indexes_root(settings.data_dir), ignore_errors=True)
+        adopt_generation_name(settings.data_dir, published)
         return open_collection(settings)
 
 
@@ -64,7 +69,7 @@ class GenerationFollower:
         published = current_generation(self.primary_dir)
         if published.name == self.mirrored:
             return None
-        report = rebuild_live(self.collection, published_encoder(published))
+        report = rebuild_live(self.collection, published_encoder(published), name=published.name)
         self.mirrored = published.name
         log.info("replica rebuilt after the primary's reindex", extra={"generation": published.name})
         return report

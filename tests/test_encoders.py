@@ -132,6 +132,11 @@ def test_int8_queries_keep_the_fp32_documents_and_fingerprint(tmp_path, minilm) 
     assert encoder.fingerprint.pooling == "model"  # an fp32 index accepts it
     alone = np.stack([encoder.encode_queries([t])[0] for t in texts])
     np.testing.assert_array_equal(encoder.encode_queries(texts), alone)  # batch mates change nothing
+    import onnx
+
+    # The int8 query model runs fused layer normalisation and bias + GELU kernels.
+    ops = {node.op_type for node in onnx.load(str(tmp_path / encoder.query_model)).graph.node}
+    assert {"LayerNormalization", "BiasGelu", "MatMulInteger"} <= ops, ops
     with pytest.raises(ValueError, match="int8_queries needs runtime: onnx"):
         EncoderSettings(runtime="torch", int8_queries=True)
 

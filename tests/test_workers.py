@@ -172,7 +172,8 @@ def test_a_replica_copy_made_by_another_encoder_is_made_again_from_the_store(tmp
     from indexer.collection import open_collection
     from indexer.ingest import ingest
     from indexer.reindex import rebuild
-    from indexer.replica import open_replica
+    from indexer.layout import current_generation
+    from indexer.replica import GenerationFollower, open_replica
     from search.config import EncoderSettings, load_settings
     from search.encoders import load_encoder
     from search.store import Store
@@ -192,3 +193,13 @@ def test_a_replica_copy_made_by_another_encoder_is_made_again_from_the_store(tmp
     with open_replica(primary, 1) as replica:
         assert replica.encoder.fingerprint == tiny_encoder.fingerprint != minilm.fingerprint
         assert replica.vectors.count == 40 and replica.settings.encoder == tiny
+        # Built again from scratch, the copy still takes the primary's generation name.
+        assert replica.generation.name == current_generation(primary.data_dir).name == "g2"
+        follower = GenerationFollower(replica, primary.data_dir)
+        for _ in range(2):  # two reindexes of the primary while the replica serves
+            store = Store(primary.store_url)
+            rebuild(primary.model_copy(update={"encoder": tiny}), store, tiny_encoder)
+            store.close()
+        assert follower.poll() is not None and follower.poll() is None
+        assert replica.generation.name == current_generation(replica.settings.data_dir).name == "g4"
+        assert replica.vectors.count == 40

@@ -2,10 +2,10 @@
 all-MiniLM-L6-v2 among them): the faster CPU path for query encoding.
 
 The model is exported once from the local checkpoint (transformer + mean pooling + L2
-normalisation in one graph) and cached on disk. The int8 model quantises the weights of every
-MatMul to int8, per output channel (dynamic quantisation: activations are quantised on the
-fly, per run, so an int8 model encodes one text per run to keep vectors independent of their
-batch mates). ``onnx-int8`` encodes everything with it; ``onnx`` with ``int8_queries`` only the
+normalisation in one graph) and cached on disk. The int8 model fuses layer normalisation and
+bias + GELU into single kernels, then quantises the weights of every MatMul to int8, per output
+channel (dynamic quantisation: activations are quantised on the fly, per run, so an int8 model
+encodes one text per run to keep vectors independent of their batch mates). ``onnx-int8`` encodes everything with it; ``onnx`` with ``int8_queries`` only the
 queries. Measured on 2 CPU cores: fp32 ONNX matches torch to a cosine of 0.99999; int8 queries
 against fp32 documents keep cosine >= 0.987 on the cranfield and cisi queries and nDCG@10 within
 0.005 of fp32 (or better) in the dense and default modes, at ~2.3x the fp32 query throughput on
@@ -76,12 +76,39 @@ def export(path: Path, target: Path) -> None:
     partial.replace(target)
 
 
+def fuse(source: Path, target: Path, config: dict) -> None:
+    """Layer normalisation and bias + GELU each as one kernel (ONNX Runtime's transformer
+    optimiser; attention stays as exported). Measured on the int8 query model, one thread:
+    2.08 -> 1.90 ms a query, the same vectors to four digits of cosine. Fusing attention too
+    (an eager-attention export) was slower: its Q/K/V projections then stay fp32, or run as
+    QAttention, 2.95 / 2.23 ms."""
+    from onnxruntime.transformers import optimizer
+
+    model = optimizer.optimize_model(
+        str(source),
+        model_type="bert",
+        num_heads=int(config.get("num_attention_heads", 0)),
+        hidden_size=int(config.get("hidden_size", 0)),
+        opt_level=1,  # ONNX Runtime's basic, hardware-independent rewrites only
+    )
+    model.save_model_to_file(str(target))
+
+
 def quantise(source: Path, target: Path) -> None:
     """Every MatMul weight int8, per output channel; activations quantised at run time."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     partial = target.with_suffix(".partial")
-    quantize_dynamic(str(source), str(partial), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"])
+    quantize_dynamic(
+        str(source),
+        str(partial),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+        # Shape inference does not know the fused kernels' output types: they are float.
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
     partial.replace(target)
 
 
@@ -95,9 +122,14 @@ def model_file(path: Path, int8: bool, cache_dir: Path) -> Path:
         export(path, fp32)
     if not int8:
         return fp32
-    q8 = cache_dir / f"{stem}.int8-matmul.onnx"  # named by recipe: a file of another recipe is not reused
+    q8 = cache_dir / f"{stem}.int8-matmul-fused.onnx"  # named by recipe: a file of another recipe is not reused
     if not q8.is_file():
-        quantise(fp32, q8)
+        fused = cache_dir / f"{stem}.fused.partial.onnx"
+        fuse(fp32, fused, json.loads((path / "config.json").read_text()))
+        try:
+            quantise(fused, q8)
+        finally:
+            fused.unlink(missing_ok=True)
     return q8
 
 
