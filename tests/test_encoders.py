@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from search.config import EncoderSettings
@@ -132,8 +133,6 @@ def test_int8_queries_keep_the_fp32_documents_and_fingerprint(tmp_path, minilm) 
     assert encoder.fingerprint.pooling == "model"  # an fp32 index accepts it
     alone = np.stack([encoder.encode_queries([t])[0] for t in texts])
     np.testing.assert_array_equal(encoder.encode_queries(texts), alone)  # batch mates change nothing
-    import onnx
-
     # The int8 query model runs fused layer normalisation and bias + GELU kernels.
     ops = {node.op_type for node in onnx.load(str(tmp_path / encoder.query_model)).graph.node}
     assert {"LayerNormalization", "BiasGelu", "MatMulInteger"} <= ops, ops
