@@ -1,0 +1,136 @@
+"""Uncached query load on two versions of the server side by side: a base commit and the
+working tree, alternating, on copies of the same data directory, in one run.
+
+    python bench/query_ab.py ../shared/data/cranfield --base d67e9fb --work-dir /tmp/load
+        [--workers 1] [--concurrency 1,8] [--rounds 2] [--runs 3] [--seconds 6]
+
+--work-dir is a query_load.py work dir (its `dss` data directory is copied once per version, so
+that neither version's index layout, e.g. another default index factory, touches the other's).
+The base commit is checked out with `git worktree` beside it and served from there. Each round
+serves the base, then the working tree: first 300 sequential uncached queries (medians of the
+response's `timings_ms` and of the client's wall time), then `wrk` at each concurrency on the
+uncached mix of query_load.py (medians of --runs runs). Prints each round and writes JSON to
+bench/results/query_ab.json. The machine drifts between rounds: compare within a round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote_plus
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+from query_load import free_port, load, query_paths, wait_workers  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SEQUENTIAL = 300
+
+
+def checkout(base: str, work: Path) -> Path:
+    """The base commit's tree, in a git worktree under ``work``."""
+    tree = work / f"ab-{base}"
+    if not tree.is_dir():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), base], check=True)
+    return tree
+
+
+def data_copy(source: Path, target: Path) -> Path:
+    if not target.is_dir():
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("replicas", "metrics"))
+    return target
+
+
+def serve_and_measure(
+    tree: Path, data: Path, label: str, queries: list[str], args: argparse.Namespace, work: Path
+) -> dict:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(tree),  # this version's packages before the installed ones
+        "DSS_ENCODER__RUNTIME": "onnx",
+        "DSS_ENCODER__INT8_QUERIES": "true",
+    }
+    dss = [sys.executable, "-m", "api"]
+    key = subprocess.run(
+        [*dss, "keys", "create", "--role", "reader", "--data-dir", str(data)],
+        check=True, capture_output=True, text=True, env=env, cwd=tree,
+    ).stdout.strip()
+    port = free_port()
+    server = subprocess.Popen(
+        [*dss, "serve", "--port", str(port), "--data-dir", str(data), "--workers", str(args.workers)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env, cwd=tree,
+    )
+    url, headers = f"http://127.0.0.1:{port}", {"X-API-Key": key}
+    try:
+        wait_workers(url, args.workers)
+        stages: dict[str, list[float]] = {}
+        walls = []
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
+            for path in query_paths(queries, "uncached", f"{label}-sequential", SEQUENTIAL + 30, "/search?q={q}&k=10"):
+                started = time.perf_counter()
+                response = http.get(path)
+                response.raise_for_status()
+                walls.append((time.perf_counter() - started) * 1000)
+                for stage, ms in response.json()["timings_ms"].items():
+                    stages.setdefault(stage, []).append(ms)
+        skip = 30  # the first queries warm the caches of the process
+        row: dict = {
+            "stages_ms": {s: round(statistics.median(v[skip:]), 3) for s, v in stages.items()},
+            "wall_ms": round(statistics.median(walls[skip:]), 3),
+        }
+        for concurrency in args.concurrency:
+            results = [
+                load(url, headers, concurrency, args.seconds,
+                     query_paths(queries, "uncached", f"{label}-{concurrency}-{run}", int(args.seconds * 3000), "/search?q={q}&k=10"),
+                     work)
+                for run in range(args.runs)
+            ]
+            row[f"c{concurrency}"] = {k: round(statistics.median(r[k] for r in results), 2) for k in ("qps", "p50_ms", "p99_ms")}
+        return row
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("queries_from", type=Path, help="a BEIR folder whose queries.jsonl is replayed")
+    parser.add_argument("--base", required=True, help="the commit to compare the working tree with")
+    parser.add_argument("--work-dir", type=Path, required=True, help="a query_load.py work dir (holds dss/)")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--concurrency", type=lambda s: [int(c) for c in s.split(",")], default=[1, 8])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=6)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "query_ab.json")
+    args = parser.parse_args()
+    if not (args.work_dir / "dss").is_dir():
+        sys.exit(f"{args.work_dir}/dss is missing: run bench/query_load.py --work-dir {args.work_dir} first")
+    queries = [json.loads(line)["text"] for line in (args.queries_from / "queries.jsonl").open(encoding="utf-8")]
+    versions = {
+        args.base: (checkout(args.base, args.work_dir), data_copy(args.work_dir / "dss", args.work_dir / f"ab-data-{args.base}")),
+        "working tree": (ROOT, data_copy(args.work_dir / "dss", args.work_dir / "ab-data-head")),
+    }
+    report: dict = {"base": args.base, "workers": args.workers, "rounds": []}
+    for round_number in range(args.rounds):
+        rows = {}
+        for label, (tree, data) in versions.items():
+            rows[label] = serve_and_measure(tree, data, f"{label}-{round_number}", queries, args, args.work_dir)
+            print(f"round {round_number + 1}, {label}: {json.dumps(rows[label])}", flush=True)
+        report["rounds"].append(rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
