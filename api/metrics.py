@@ -14,6 +14,7 @@ import os
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+
 def multiprocess_metrics() -> bool:
     """Whether samples go to PROMETHEUS_MULTIPROC_DIR (set by `dss serve --workers N`)."""
     return "PROMETHEUS_MULTIPROC_DIR" in os.environ

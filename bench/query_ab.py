@@ -19,21 +19,20 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote_plus
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from query_load import free_port, load, query_paths, wait_workers  # noqa: E402
+from query_load import dss_server, load, query_paths, reader_key  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SEQUENTIAL = 300
+WARM_UP = 30  # queries answered before the sequential figures count (the process's first)
 
 
 def checkout(base: str, work: Path) -> Path:
@@ -59,33 +58,21 @@ def serve_and_measure(
         "DSS_ENCODER__RUNTIME": "onnx",
         "DSS_ENCODER__INT8_QUERIES": "true",
     }
-    dss = [sys.executable, "-m", "api"]
-    key = subprocess.run(
-        [*dss, "keys", "create", "--role", "reader", "--data-dir", str(data)],
-        check=True, capture_output=True, text=True, env=env, cwd=tree,
-    ).stdout.strip()
-    port = free_port()
-    server = subprocess.Popen(
-        [*dss, "serve", "--port", str(port), "--data-dir", str(data), "--workers", str(args.workers)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env, cwd=tree,
-    )
-    url, headers = f"http://127.0.0.1:{port}", {"X-API-Key": key}
-    try:
-        wait_workers(url, args.workers)
+    headers = {"X-API-Key": reader_key(data, env, tree)}
+    with dss_server(data, args.workers, env, tree) as url:
         stages: dict[str, list[float]] = {}
         walls = []
         with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
-            for path in query_paths(queries, "uncached", f"{label}-sequential", SEQUENTIAL + 30, "/search?q={q}&k=10"):
+            for path in query_paths(queries, "uncached", f"{label}-sequential", WARM_UP + SEQUENTIAL, "/search?q={q}&k=10"):
                 started = time.perf_counter()
                 response = http.get(path)
                 response.raise_for_status()
                 walls.append((time.perf_counter() - started) * 1000)
                 for stage, ms in response.json()["timings_ms"].items():
                     stages.setdefault(stage, []).append(ms)
-        skip = 30  # the first queries warm the caches of the process
         row: dict = {
-            "stages_ms": {s: round(statistics.median(v[skip:]), 3) for s, v in stages.items()},
-            "wall_ms": round(statistics.median(walls[skip:]), 3),
+            "stages_ms": {s: round(statistics.median(v[WARM_UP:]), 3) for s, v in stages.items()},
+            "wall_ms": round(statistics.median(walls[WARM_UP:]), 3),
         }
         for concurrency in args.concurrency:
             results = [
@@ -95,10 +82,7 @@ def serve_and_measure(
                 for run in range(args.runs)
             ]
             row[f"c{concurrency}"] = {k: round(statistics.median(r[k] for r in results), 2) for k in ("qps", "p50_ms", "p99_ms")}
-        return row
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
+    return row
 
 
 def main() -> None:

@@ -34,6 +34,8 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote_plus, unquote_plus
 
@@ -169,6 +171,31 @@ def wait_workers(url: str, workers: int, timeout: float = 900) -> None:
         time.sleep(0.05)
 
 
+def reader_key(data_dir: Path, env: dict, cwd: Path | None = None) -> str:
+    """A new reader API key for ``data_dir`` (``cwd``: the checkout whose `dss` makes it)."""
+    return subprocess.run(
+        [*DSS, "keys", "create", "--role", "reader", "--data-dir", str(data_dir)],
+        check=True, capture_output=True, text=True, env=env, cwd=cwd,
+    ).stdout.strip()
+
+
+@contextmanager
+def dss_server(data_dir: Path, workers: int, env: dict, cwd: Path | None = None) -> Iterator[str]:
+    """`dss serve` on a free port until the block ends; yields its URL once every worker answers."""
+    port = free_port()
+    server = subprocess.Popen(
+        [*DSS, "serve", "--port", str(port), "--data-dir", str(data_dir), "--workers", str(workers)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env, cwd=cwd,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_workers(url, workers)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+
+
 BATCHES = (1, 8, 16, 32, 64)
 
 
@@ -254,27 +281,14 @@ def main() -> None:
         report["ceiling_qps_uncached_texts"][name] = encoder_ceiling(encoder_settings, tagged)
         print(f"  {name:10} (uncached-mix texts)", report["ceiling_qps_uncached_texts"][name], flush=True)
 
-    key = subprocess.run(
-        [*DSS, "keys", "create", "--role", "reader", "--data-dir", str(data_dir)],
-        check=True, capture_output=True, text=True, env=env,
-    ).stdout.strip()
+    key = reader_key(data_dir, env)
     report["dss"] = {}
     for workers in [int(w) for w in args.workers.split(",")]:
-        port = free_port()
-        server = subprocess.Popen(
-            [*DSS, "serve", "--port", str(port), "--data-dir", str(data_dir), "--workers", str(workers)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            started = time.perf_counter()  # a replica's first start builds its index copy from the store
-            wait_workers(url, workers)
+        started = time.perf_counter()  # a replica's first start builds its index copy from the store
+        with dss_server(data_dir, workers, env) as url:
             report.setdefault("dss_ready_s", {})[str(workers)] = round(time.perf_counter() - started, 1)
             print(f"deepseek-search ({args.docs} docs, runtime {args.runtime}, {workers} worker(s)):", flush=True)
             report["dss"][str(workers)] = measure(url, "/search?q={q}&k=10", {"X-API-Key": key}, queries, args.seconds, args.runs, work, f"dss{workers}")
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=60)
 
     if args.txtai_python:
         index_dir = work / "txtai-index"

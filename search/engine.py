@@ -217,7 +217,7 @@ class SearchEngine:
         it already; else it is asked of the encoder here."""
         mode = self.resolve_mode(mode)
         ranker = self._ranking_thread()
-        depth = self.depth([query], offset + k, mode, options or RankOptions())
+        depth = self.depth(offset + k, mode, self.rerank_weights(query, options or RankOptions()).active)
         # FIFO on one thread: the lexical half is done before the rest of the query is ranked.
         lexical_half = ranker.submit(self.lexical_candidates, [query], depth, mode, filters)
         page: Future[SearchResult] = Future()
@@ -279,7 +279,7 @@ class SearchEngine:
         options = options or RankOptions()
         timings = timings if timings is not None else {}
         reranking = [self.rerank_weights(q, options) for q in queries]
-        depth = self.depth(queries, k, mode, options)
+        depth = self.depth(k, mode, any(r.active for r in reranking))
         candidates = self.candidates(queries, depth, mode, nprobe, timings, filters, vectors, lexical_half)
         started = time.perf_counter()
         rankings = []
@@ -313,10 +313,9 @@ class SearchEngine:
         timings["rank"] = _ms(started)
         return rankings
 
-    def depth(self, queries: Sequence[str], k: int, mode: str, options: RankOptions) -> int:
+    def depth(self, k: int, mode: str, reranked: bool) -> int:
         """How many candidates each signal retrieves for a page of ``k``: the configured pool
         when they are fused or reranked, else just the page."""
-        reranked = any(self.rerank_weights(q, options).active for q in queries)
         return max(k, self.settings.candidates) if mode in FUSED_MODES or reranked else k
 
     def lexical_candidates(
