@@ -25,7 +25,7 @@ from multiprocessing.process import BaseProcess
 import uvicorn
 from prometheus_client import multiprocess
 
-from api.app import create_app, freeze_startup_objects
+from api.app import create_app, prepare_serving_process
 from api.forward import primary_socket
 from api.logs import configure_json_logging
 from api.metrics import multiprocess_metrics
@@ -55,7 +55,7 @@ def serve_workers(settings: Settings, host: str, port: int, consume: bool = Fals
         replicas = Replicas(settings, host, port)
         replicas.start()
         try:
-            freeze_startup_objects()
+            prepare_serving_process(settings.api)
             _serve_until_stopped(create_app(settings, collection, consume=consume), [listener, relay])
         finally:
             replicas.stop()
@@ -126,7 +126,7 @@ def run_replica(primary_json: str, number: int, host: str, port: int, parent_pid
     collection = open_replica(primary, number)
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), name="dss-parent-watch", daemon=True).start()
     try:
-        freeze_startup_objects()
+        prepare_serving_process(collection.settings.api)
         app = create_app(collection.settings, collection, primary_dir=primary.data_dir)
         _serve_until_stopped(app, [listening_socket(host, port)])
     finally:

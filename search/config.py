@@ -176,6 +176,10 @@ class ApiSettings(_Section):
     # primary (writer of data_dir's indexes, Kafka consumer, admin jobs) and N - 1 replicas
     # keep their own index copies under data_dir/replicas, following the shared store.
     workers: int = Field(1, ge=1, le=64)
+    # How long a thread that wants the GIL waits for a busy one to hand it over (Python: 5 ms).
+    # The query encoder and FAISS run without the GIL and need it back between steps, while
+    # ranking and HTTP handling hold it: a shorter interval keeps the encoder from idling.
+    switch_interval_ms: float = Field(0.5, gt=0, le=100)
 
 
 class KafkaSettings(_Section):

@@ -2,7 +2,7 @@
 
 Small collections are searched exactly (``IDMap2,Flat``). Once N reaches
 ``train_points_per_list * nlist(N)`` the index is rebuilt from the configured factory string
-(default ``IVF{nlist},Flat``, nlist = 4·sqrt(N)) and trained; it is trained again whenever
+(default ``IVF{nlist},SQfp16``, nlist = 4·sqrt(N)) and trained; it is trained again whenever
 the collection has grown ``retrain_growth`` times since. Inner product on L2-normalised
 vectors is cosine similarity.
 
@@ -134,10 +134,7 @@ class VectorIndex:
                 dim, self.settings.factory.format(nlist=nlist), faiss.METRIC_INNER_PRODUCT
             )
             index.train(vectors)
-            ivf = faiss.try_extract_index_ivf(index)
-            if ivf is not None:
-                # A hash table from id to list position makes remove_ids cheap for updates.
-                ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+            _hash_direct_map(index)
             trained_size = n
         else:
             index, nlist, trained_size = self._flat(), 0, 0
@@ -244,7 +241,16 @@ class VectorIndex:
         vectors.nlist = int(manifest["nlist"])
         vectors.seq = int(manifest["seq"])
         if vectors.trained_size and vectors.nlist:
-            ivf = faiss.try_extract_index_ivf(vectors.index)
-            if ivf is not None and ivf.direct_map.type != faiss.DirectMap.Hashtable:
-                ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+            _hash_direct_map(vectors.index)
         return vectors
+
+
+def _hash_direct_map(index: faiss.Index) -> None:
+    """A hash table from id to list position makes an IVF index's remove_ids cheap for
+    updates. FAISS cannot remove through it from fast-scan lists (codes packed in SIMD
+    blocks, "PQ...x4fs"): those are scanned for the ids instead."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None or isinstance(faiss.downcast_InvertedLists(ivf.invlists), faiss.BlockInvertedLists):
+        return
+    if ivf.direct_map.type != faiss.DirectMap.Hashtable:
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)

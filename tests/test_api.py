@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,11 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from api.app import create_app
+from api.app import create_app, prepare_serving_process
 from api.keys import KeyStore, Role
 from indexer.collection import open_collection
 from indexer.ingest import ingest
-from search.config import load_settings
+from search.config import ApiSettings, load_settings
 from tests.conftest import SAMPLE, HashEncoder
 
 
@@ -309,3 +311,15 @@ def test_server_follows_writes_from_another_process(tmp_path: Path, store_url: s
             assert time.time() < deadline, "the server never saw the other process's write"
             time.sleep(0.05)
     served.close()
+
+
+def test_serving_process_freezes_start_up_objects_and_shortens_the_gil_interval() -> None:
+    interval = sys.getswitchinterval()
+    try:
+        prepare_serving_process(ApiSettings(switch_interval_ms=2.5))
+        assert sys.getswitchinterval() == pytest.approx(0.0025)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        sys.setswitchinterval(interval)
+    assert ApiSettings().switch_interval_ms == 0.5  # the default a serving process gets

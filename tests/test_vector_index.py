@@ -128,6 +128,19 @@ def test_factory_change_asks_for_rebuild(tmp_path: Path) -> None:
     assert loaded.wants_rebuild()
 
 
+def test_fast_scan_factory_takes_updates() -> None:
+    """FAISS removes from fast-scan lists only without the hash-table direct map the other IVF
+    layouts get: a configured fast-scan factory must still take upserts and deletes."""
+    index = VectorIndex(_small_ivf_settings(factory="IVF{nlist},PQ8x4fs"), FP)
+    vectors = _vectors(400)
+    index.rebuild([(np.arange(400), vectors)])
+    assert index.state.kind == "IVF20,PQ8x4fs"
+    index.upsert(np.array([5]), vectors[300:301])
+    index.remove(np.array([6]))
+    _, found = index.search(vectors[300:301], k=400, nprobe=20)
+    assert 5 in found[0] and 6 not in found[0] and index.count == 399
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not gpu_available(), reason="needs faiss-gpu and a CUDA device")
 def test_gpu_copy_follows_updates() -> None:
