@@ -178,7 +178,8 @@ class ApiSettings(_Section):
     workers: int = Field(1, ge=1, le=64)
     # How long a thread that wants the GIL waits for a busy one to hand it over (Python: 5 ms).
     # The query encoder and FAISS run without the GIL and need it back between steps, while
-    # ranking and HTTP handling hold it: a shorter interval keeps the encoder from idling.
+    # ranking and HTTP handling hold it: a shorter interval keeps the encoder from idling
+    # (A/B, README "Load": +5-30% uncached QPS at 8 and 32 clients against 5 ms).
     switch_interval_ms: float = Field(0.5, gt=0, le=100)
 
 
