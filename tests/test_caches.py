@@ -374,9 +374,9 @@ def test_async_search_retrieves_lexical_candidates_while_the_query_is_encoded(tm
             while len(held) < 2:
                 await asyncio.sleep(0.001)
             cancelled.cancel()
-            held[1].set_result(minilm.encode_queries(["swept wing"]))
             with pytest.raises(asyncio.CancelledError):
-                await cancelled
+                await cancelled  # the client is gone (its page future is cancelled with it)...
+            held[1].set_result(minilm.encode_queries(["swept wing"]))  # ...before the encoder answers
             failing = asyncio.create_task(engine.search_async("heat slabs", k=1))
             while len(held) < 3:
                 await asyncio.sleep(0.001)
