@@ -2,12 +2,14 @@
 working tree, alternating, on copies of the same data directory, in one run.
 
     python bench/query_ab.py ../shared/data/cranfield --base d67e9fb --work-dir /tmp/load
-        [--workers 1] [--concurrency 1,8] [--rounds 2] [--runs 3] [--seconds 6]
+        [--base-env NAME=VALUE ...] [--workers 1] [--concurrency 1,8] [--rounds 2] [--runs 3] [--seconds 6]
 
 --work-dir is a query_load.py work dir (its `dss` data directory is copied once per version, so
 that neither version's index layout, e.g. another default index factory, touches the other's).
-The base commit is checked out with `git worktree` beside it and served from there. Each round
-serves the base, then the working tree: first 300 sequential uncached queries (medians of the
+The base commit is checked out with `git worktree` beside it and served from there, with
+--base-env added to its environment (so `--base HEAD --base-env DSS_API__SWITCH_INTERVAL_MS=5`
+compares a setting on one build). Each round serves both, the base first in odd rounds and
+second in even ones (the machine drifts within a round too): first 300 sequential uncached queries (medians of the
 response's `timings_ms` and of the client's wall time), then `wrk` at each concurrency on the
 uncached mix of query_load.py (medians of --runs runs). Prints each round and writes JSON to
 bench/results/query_ab.json. The machine drifts between rounds: compare within a round.
@@ -50,13 +52,14 @@ def data_copy(source: Path, target: Path) -> Path:
 
 
 def serve_and_measure(
-    tree: Path, data: Path, label: str, queries: list[str], args: argparse.Namespace, work: Path
+    tree: Path, data: Path, label: str, queries: list[str], args: argparse.Namespace, work: Path, extra_env: dict[str, str]
 ) -> dict:
     env = {
         **os.environ,
         "PYTHONPATH": str(tree),  # this version's packages before the installed ones
         "DSS_ENCODER__RUNTIME": "onnx",
         "DSS_ENCODER__INT8_QUERIES": "true",
+        **extra_env,
     }
     headers = {"X-API-Key": reader_key(data, env, tree)}
     with dss_server(data, args.workers, env, tree) as url:
@@ -89,6 +92,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("queries_from", type=Path, help="a BEIR folder whose queries.jsonl is replayed")
     parser.add_argument("--base", required=True, help="the commit to compare the working tree with")
+    parser.add_argument("--base-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="environment for the base's server only (repeatable)")
     parser.add_argument("--work-dir", type=Path, required=True, help="a query_load.py work dir (holds dss/)")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--concurrency", type=lambda s: [int(c) for c in s.split(",")], default=[1, 8])
@@ -100,15 +105,18 @@ def main() -> None:
     if not (args.work_dir / "dss").is_dir():
         sys.exit(f"{args.work_dir}/dss is missing: run bench/query_load.py --work-dir {args.work_dir} first")
     queries = [json.loads(line)["text"] for line in (args.queries_from / "queries.jsonl").open(encoding="utf-8")]
+    base_env = dict(pair.split("=", 1) for pair in args.base_env)
+    base_label = " ".join([args.base, *args.base_env])
     versions = {
-        args.base: (checkout(args.base, args.work_dir), data_copy(args.work_dir / "dss", args.work_dir / f"ab-data-{args.base}")),
-        "working tree": (ROOT, data_copy(args.work_dir / "dss", args.work_dir / "ab-data-head")),
+        base_label: (checkout(args.base, args.work_dir), data_copy(args.work_dir / "dss", args.work_dir / f"ab-data-{args.base}"), base_env),
+        "working tree": (ROOT, data_copy(args.work_dir / "dss", args.work_dir / "ab-data-head"), {}),
     }
-    report: dict = {"base": args.base, "workers": args.workers, "rounds": []}
+    report: dict = {"base": base_label, "workers": args.workers, "rounds": []}
     for round_number in range(args.rounds):
         rows = {}
-        for label, (tree, data) in versions.items():
-            rows[label] = serve_and_measure(tree, data, f"{label}-{round_number}", queries, args, args.work_dir)
+        order = list(versions.items())
+        for label, (tree, data, extra_env) in order if round_number % 2 == 0 else order[::-1]:
+            rows[label] = serve_and_measure(tree, data, f"{label}-{round_number}", queries, args, args.work_dir, extra_env)
             print(f"round {round_number + 1}, {label}: {json.dumps(rows[label])}", flush=True)
         report["rounds"].append(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -179,7 +179,8 @@ class ApiSettings(_Section):
     # How long a thread that wants the GIL waits for a busy one to hand it over (Python: 5 ms).
     # The query encoder and FAISS run without the GIL and need it back between steps, while
     # ranking and HTTP handling hold it: a shorter interval keeps the encoder from idling
-    # (A/B, README "Load": +5-30% uncached QPS at 8 and 32 clients against 5 ms).
+    # (A/B, README "Load": +5-37% uncached QPS at 8 and 32 clients against 5 ms, one
+    # client unchanged).
     switch_interval_ms: float = Field(0.5, gt=0, le=100)
 
 
