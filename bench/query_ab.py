@@ -9,10 +9,11 @@ that neither version's index layout, e.g. another default index factory, touches
 The base commit is checked out with `git worktree` beside it and served from there, with
 --base-env added to its environment (so `--base HEAD --base-env DSS_API__SWITCH_INTERVAL_MS=5`
 compares a setting on one build). Each round serves both, the base first in odd rounds and
-second in even ones (the machine drifts within a round too): first 300 sequential uncached queries (medians of the
-response's `timings_ms` and of the client's wall time), then `wrk` at each concurrency on the
-uncached mix of query_load.py (medians of --runs runs). Prints each round and writes JSON to
-bench/results/query_ab.json. The machine drifts between rounds: compare within a round.
+second in even ones: first 300 sequential uncached queries (medians of the response's
+`timings_ms` and of the client's wall time), then `wrk` at each concurrency on the uncached mix
+of query_load.py (medians of --runs runs). Prints each round and writes JSON to
+bench/results/query_ab.json. The machine drifts between rounds and within them: compare within
+a round, and across rounds of both orders.
 """
 
 from __future__ import annotations
