@@ -9,6 +9,9 @@ commits late.
 
 from __future__ import annotations
 
+import json
+import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -267,12 +270,15 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._store_id: str | None = None
         self._initialise()
+        self._page_reader = _SqlitePageReader(self.engine.url.database) if _is_sqlite_file(self.engine) else None
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
 
     def close(self) -> None:
+        if self._page_reader is not None:
+            self._page_reader.close()
         self.engine.dispose()
 
     def _initialise(self, attempts: int = 5) -> None:
@@ -355,6 +361,8 @@ class Store:
     def get_by_keys(self, keys: Sequence[int]) -> dict[int, StoredDocument]:
         if not keys:
             return {}
+        if self._page_reader is not None:
+            return self._page_reader.get_by_keys(keys)
         # Core, not the ORM: this runs for every uncached query, and ORM rows cost ~3x more.
         with self.engine.connect() as conn:
             rows = conn.execute(_BY_KEYS, {"keys": [int(k) for k in keys]})
@@ -434,6 +442,58 @@ class Store:
                 .group_by(DocumentRow.encoder)
             ).all()
         return {str(enc): int(n) for enc, n in rows}
+
+
+def _is_sqlite_file(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:")
+
+
+class _SqlitePageReader:
+    """Hydration of result pages on an SQLite file through the bare sqlite3 module, on a
+    connection of its own: it runs for every uncached query, and a pooled Core query cost
+    2.6x as much (207 vs 80 µs for a page of 10 on 100,000 documents), most of it holding
+    the GIL the rest of the query path needs. It decodes the columns as the store's types
+    do (JSON metadata; naive UTC timestamps returned aware). Autocommit: each read sees the
+    latest commit and holds no snapshot open between reads."""
+
+    _COLUMNS = "key, id, version, seq, title, text, metadata, category, created_at, updated_at, encoder"
+
+    def __init__(self, path: str) -> None:
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._lock = threading.Lock()
+
+    def get_by_keys(self, keys: Sequence[int]) -> dict[int, StoredDocument]:
+        marks = ",".join("?" * len(keys))
+        sql = f"SELECT {self._COLUMNS} FROM documents WHERE deleted = 0 AND key IN ({marks})"
+        with self._lock:
+            rows = self._db.execute(sql, [int(k) for k in keys]).fetchall()
+        return {
+            key: StoredDocument(
+                key=key,
+                id=id_,
+                version=version,
+                deleted=False,
+                seq=seq,
+                title=title or "",
+                text=text or "",
+                metadata=json.loads(meta) if meta else {},
+                category=category,
+                created_at=_utc(created_at),
+                updated_at=_utc(updated_at),
+                embedding=None,
+                encoder=encoder,
+            )
+            for key, id_, version, seq, title, text, meta, category, created_at, updated_at, encoder in rows
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _utc(stored: str | None) -> datetime | None:
+    return datetime.fromisoformat(stored).replace(tzinfo=timezone.utc) if stored else None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

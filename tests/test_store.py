@@ -1,3 +1,4 @@
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -83,6 +84,27 @@ def test_keys_are_stable_across_updates(store_url: str) -> None:
     _upsert(store, DocumentWrite(id="d1", text="b"), 2)
     assert store.get("d1").key == key
     assert store.get_by_keys([key])[key].text == "b"
+    store.close()
+
+
+def test_result_pages_hydrate_as_the_store_reads(store_url: str) -> None:
+    # SQLite hydrates pages through its own sqlite3 connection: same documents, same types.
+    store = Store(store_url)
+    when = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+    _upsert(store, DocumentWrite(id="full", title="T", text="body", metadata={"a": [1, {"b": None}], "z": "ü"},
+                                 category="c", updated_at=when), 1)
+    _upsert(store, DocumentWrite(id="bare", text="x"), 1)
+    _upsert(store, DocumentWrite(id="gone", text="y"), 1)
+    keys = {doc_id: store.get(doc_id).key for doc_id in ("full", "bare", "gone")}
+    with store.writing() as batch:
+        batch.delete("gone", 2)
+    _upsert(store, DocumentWrite(id="bare", text="changed"), 2)  # a commit after the reader opened
+    page = store.get_by_keys(list(keys.values()) + [10_000])
+    assert set(page) == {keys["full"], keys["bare"]}  # deleted and unknown keys are left out
+    for doc_id in ("full", "bare"):
+        expected = store.get(doc_id)
+        assert page[keys[doc_id]] == replace(expected, embedding=None)
+    assert page[keys["full"]].updated_at == when and page[keys["bare"]].text == "changed"
     store.close()
 
 
