@@ -5,8 +5,9 @@ A read tries the levels in order and copies a hit into the faster levels it miss
 goes to the in-process level at once and to the others behind the request: one writer thread
 drains a bounded queue in batches (one Redis pipeline, one SQLite transaction per batch), so a
 query never waits on a cache write and the writes cost a round trip per batch instead of one
-each. When the queue is full a write is dropped and counted: a cache may forget, never stall.
-Another replica sees a page once its batch is written (``flush`` waits for that).
+each (the writer lets a batch gather for ``write_batch_ms``). When the queue is full a write is
+dropped and counted: a cache may forget, never stall. Another replica sees a page once its
+batch is written (``flush`` waits for that).
 
 Values are bytes (JSON or raw float32), never pickles: Redis is shared, and whatever reads it
 must not execute what it finds.
@@ -193,7 +194,13 @@ class SqliteLevel:
 
 
 class TieredCache:
-    def __init__(self, levels: list[Level], observer: Observer | None = None, queue_size: int = 10_000) -> None:
+    def __init__(
+        self,
+        levels: list[Level],
+        observer: Observer | None = None,
+        queue_size: int = 10_000,
+        batch_wait_s: float = 0.0,
+    ) -> None:
         self.levels = levels
         self.observer = observer or (lambda level, outcome, seconds: None)
         # The in-process level is written at once; the others (network, disk) behind.
@@ -202,6 +209,7 @@ class TieredCache:
         self._queue: queue.Queue[tuple[str, bytes, int] | None] = queue.Queue(queue_size)
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
+        self._batch_wait_s = batch_wait_s
 
     def get(self, key: str, ttl_s: int) -> bytes | None:
         return self.get_many([(key, ttl_s)])[0]
@@ -265,6 +273,8 @@ class TieredCache:
     def _drain(self) -> None:
         while True:
             batch = [self._queue.get()]
+            if self._batch_wait_s:  # let a batch gather: a round trip and a commit for many writes
+                time.sleep(self._batch_wait_s)
             while len(batch) < 256:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -319,4 +329,4 @@ def build_cache(settings: CacheSettings, data_dir: Path, observer: Observer | No
         levels.append(RedisLevel(settings.redis_url, settings.key_prefix, settings.redis_timeout_ms, settings.redis_retry_s))
     if settings.sqlite:
         levels.append(SqliteLevel(data_dir / "cache.sqlite"))
-    return TieredCache(levels, observer)
+    return TieredCache(levels, observer, batch_wait_s=settings.write_batch_ms / 1000)

@@ -261,7 +261,7 @@ def test_repeated_get_is_answered_by_the_front_but_never_stale_or_unauthorised(a
 
 
 def test_request_ids_and_metrics(app_env) -> None:
-    client, keys, _ = app_env
+    client, keys, collection = app_env
     given = client.get("/health", headers={"X-Request-ID": "abc-123"})
     assert given.headers["X-Request-ID"] == "abc-123"
     assert len(client.get("/health").headers["X-Request-ID"]) == 32
@@ -271,6 +271,7 @@ def test_request_ids_and_metrics(app_env) -> None:
     assert again["hits"] == first["hits"]
     posted = client.post("/search", json={"q": "phone"}, headers=keys["reader"]).json()
     assert set(posted["timings_ms"]) == {"cache"} and posted["hits"] == first["hits"]
+    assert collection.cache.flush()  # the Redis and SQLite writes gather behind the requests
     metrics = client.get("/metrics", headers=keys["admin"]).text
     # response (the front, GET only): missed, then hit. memory: the page and the query's
     # embedding (looked up together) missed on the first GET and both hit on the POST

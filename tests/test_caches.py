@@ -94,7 +94,7 @@ def test_slow_levels_are_written_behind_in_batches_and_never_block(tmp_path: Pat
 
     disk = Gated(tmp_path / "c.sqlite")
     recorder = Recorder()
-    tiered = TieredCache([MemoryLevel(100, 60), disk], recorder, queue_size=4)
+    tiered = TieredCache([MemoryLevel(100, 60), disk], recorder, queue_size=4)  # no batch wait
     tiered.set("first", b"0", 60)  # the writer takes it and waits at the gate
     deadline = time.monotonic() + 5
     while tiered._queue.qsize() and time.monotonic() < deadline:
@@ -109,6 +109,27 @@ def test_slow_levels_are_written_behind_in_batches_and_never_block(tmp_path: Pat
     assert tiered.flush()
     assert disk.batches == [1, 4]  # the queued writes went in one batch
     assert disk.get_many(["k3"])[0] == b"3" and disk.get_many(["k5"])[0] is None
+    tiered.close()
+
+
+def test_the_writer_lets_a_batch_gather(tmp_path: Path) -> None:
+    class Counted(SqliteLevel):
+        def __init__(self, path: Path) -> None:
+            super().__init__(path)
+            self.batches: list[int] = []
+
+        def set_many(self, items):
+            self.batches.append(len(items))
+            super().set_many(items)
+
+    disk = Counted(tmp_path / "c.sqlite")
+    tiered = TieredCache([MemoryLevel(100, 60), disk], batch_wait_s=0.2)
+    for i in range(5):  # written one by one, well within the writer's wait
+        tiered.set(f"k{i}", str(i).encode(), 60)
+        time.sleep(0.01)
+    assert tiered.flush()
+    assert disk.batches == [5]  # one commit for all five
+    assert disk.get_many(["k0", "k4"]) == [b"0", b"4"]
     tiered.close()
 
 
