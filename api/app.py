@@ -6,10 +6,10 @@ import gc
 import json
 import logging
 import os
+import secrets
 import sys
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -188,7 +188,7 @@ class RequestObserver:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        rid = (header(scope, b"x-request-id") or uuid.uuid4().hex)[:128]
+        rid = (header(scope, b"x-request-id") or secrets.token_hex(16))[:128]
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 500
@@ -207,7 +207,7 @@ class RequestObserver:
             route = getattr(scope.get("route"), "path", None) or scope.get(ROUTE_LABEL, "unmatched")
             services: Services | None = getattr(scope["app"].state, "services", None)
             if services is not None:
-                services.metrics.requests.labels(scope["method"], route, str(status)).observe(seconds)
+                services.metrics.observe_request(scope["method"], route, str(status), seconds)
             log.info(
                 "request",
                 extra={"method": scope["method"], "route": route, "status": status, "ms": round(seconds * 1000, 2)},
@@ -494,7 +494,7 @@ async def _search(svc: Services, request: SearchRequest, query_string: bytes | N
     results = svc.collection.results
     result = (await results.search_async(indexes.engine, *args))[0] if results else await indexes.engine.search_async(*args)
     for stage, ms in result.timings_ms.items():
-        svc.metrics.search_stage.labels(stage).observe(ms / 1000)
+        svc.metrics.observe_stage(stage, ms / 1000)
     hits = [
         SearchHit(
             id=h.id,

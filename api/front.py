@@ -13,13 +13,13 @@ routes) goes on to the app unchanged, which answers it and its errors as always.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
 import cachetools
+import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.keys import Role, refusal
@@ -50,7 +50,7 @@ class ResponsePages:
 
 def page_body(head: bytes, timings_ms: dict[str, float]) -> bytes:
     """A page's JSON body: its head (the response without timings) plus these timings."""
-    return head[:-1] + b',"timings_ms":' + json.dumps(timings_ms, separators=(",", ":")).encode() + b"}"
+    return head[:-1] + b',"timings_ms":' + orjson.dumps(timings_ms) + b"}"
 
 
 class SearchFront:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import threading
 from dataclasses import asdict, dataclass
@@ -46,7 +47,10 @@ class KeyStore:
 
     def _load(self) -> dict[str, ApiKey]:
         # Re-read when the file changed, so `dss keys revoke` takes effect on a running server.
-        mtime = self.path.stat().st_mtime if self.path.is_file() else None
+        try:
+            mtime: float | None = os.stat(self.path).st_mtime  # one system call: this runs per request
+        except FileNotFoundError:
+            mtime = None
         if mtime != self._mtime:
             keys = json.loads(self.path.read_text())["keys"] if mtime else []
             self._by_hash = {k["hash"]: ApiKey(**k) for k in keys}

@@ -75,6 +75,21 @@ class Metrics:
             multiprocess_mode="livemax",
         )
         self._cache_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        self._request_children: dict[tuple[str, str, str], Histogram] = {}
+        self._stage_children: dict[str, Histogram] = {}
+
+    def observe_request(self, method: str, route: str, status: str, seconds: float) -> None:
+        # Once a request, and once a stage below: kept children, as for the cache metrics.
+        child = self._request_children.get((method, route, status))
+        if child is None:
+            child = self._request_children[(method, route, status)] = self.requests.labels(method, route, status)
+        child.observe(seconds)
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        child = self._stage_children.get(stage)
+        if child is None:
+            child = self._stage_children[stage] = self.search_stage.labels(stage)
+        child.observe(seconds)
 
     def observe_cache(self, level: str, outcome: str, seconds: float) -> None:
         # Several calls per query: the labelled children are kept, not looked up each time
