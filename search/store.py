@@ -445,7 +445,9 @@ class Store:
 
 
 def _is_sqlite_file(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:")
+    """A plain SQLite file path (not in memory, no driver options such as ``uri=true``)."""
+    url = engine.url
+    return engine.dialect.name == "sqlite" and url.database not in (None, "", ":memory:") and not url.query
 
 
 class _SqlitePageReader:
