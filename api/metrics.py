@@ -10,6 +10,7 @@ scraped take the scraping process's value.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -74,34 +75,26 @@ class Metrics:
             "dss_reindex_progress_ratio", "Progress of the running reindex job (0-1).", registry=self.registry,
             multiprocess_mode="livemax",
         )
-        self._cache_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
-        self._request_children: dict[tuple[str, str, str], Histogram] = {}
-        self._stage_children: dict[str, Histogram] = {}
+        self._children: dict[tuple[Counter | Histogram, tuple[str, ...]], Any] = {}
+
+    def _labelled(self, metric: Counter | Histogram, *labels: str) -> Any:
+        # Several calls per request: the labelled children are kept, not looked up each time
+        # (labels() takes a lock and builds a key: ~2% of the query path's GIL time).
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def observe_request(self, method: str, route: str, status: str, seconds: float) -> None:
-        # Once a request, and once a stage below: kept children, as for the cache metrics.
-        child = self._request_children.get((method, route, status))
-        if child is None:
-            child = self._request_children[(method, route, status)] = self.requests.labels(method, route, status)
-        child.observe(seconds)
+        self._labelled(self.requests, method, route, status).observe(seconds)
 
     def observe_stage(self, stage: str, seconds: float) -> None:
-        child = self._stage_children.get(stage)
-        if child is None:
-            child = self._stage_children[stage] = self.search_stage.labels(stage)
-        child.observe(seconds)
+        self._labelled(self.search_stage, stage).observe(seconds)
 
     def observe_cache(self, level: str, outcome: str, seconds: float) -> None:
-        # Several calls per query: the labelled children are kept, not looked up each time
-        # (labels() takes a lock and builds a key: ~2% of the query path's GIL time).
-        children = self._cache_children.get((level, outcome))
-        if children is None:
-            children = self._cache_children[(level, outcome)] = (
-                self.cache_requests.labels(level, outcome),
-                self.cache_seconds.labels(level),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+        self._labelled(self.cache_requests, level, outcome).inc()
+        self._labelled(self.cache_seconds, level).observe(seconds)
 
     def export(self) -> bytes:
         """The exposition text: this process's registry, or every serving process's samples."""

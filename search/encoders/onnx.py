@@ -9,7 +9,8 @@ encodes one text per run to keep vectors independent of their batch mates). ``on
 encodes everything with it; ``onnx`` with ``int8_queries`` only the queries. Measured on 2 CPU
 cores: fp32 ONNX matches torch to a cosine of 0.99999; int8 queries against fp32 documents keep
 cosine >= 0.987 on the cranfield and cisi queries and nDCG@10 within 0.005 of fp32 (or better)
-in the dense and default modes, at ~2.3x the fp32 query throughput on one thread. Quantising every op type, not just MatMul, fell to a cosine of 0.93.
+in the dense and default modes, at ~2.3x the fp32 query throughput on one thread. Quantising
+every op type, not just MatMul, fell to a cosine of 0.93.
 """
 
 from __future__ import annotations
