@@ -1,11 +1,9 @@
 """Several serving processes behind one port: this process is the primary, the others replicas.
 
 One worker process is bound by its GIL and its event loop to about one core; a replica adds
-another. Each process listens on the same port with its own SO_REUSEPORT socket, opened once
-it can answer, and the kernel spreads new connections evenly over them (one shared socket let
-whichever event loop woke first take a burst of connections: 62 of 64 keep-alive clients on
-one process, measured, while the other idled). The primary serves ``data_dir`` as a single
-process would: it writes its indexes, runs the Kafka consumer and the reindex jobs, and
+another. The primary accepts every connection on the port and hands them out in turn to the
+processes that can answer, itself included (api/dispatch.py). It serves ``data_dir`` as a
+single process would: it writes its indexes, runs the Kafka consumer and the reindex jobs, and
 listens on a private Unix socket to which replicas relay admin requests (api/forward.py).
 Replicas keep their own index copies (indexer/replica.py); every process follows the shared
 store, so a write taken by any of them is searchable in all within ``index.follow_interval_ms``.
@@ -20,12 +18,14 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable, Sequence
 from multiprocessing.process import BaseProcess
 
 import uvicorn
 from prometheus_client import multiprocess
 
 from api.app import create_app, prepare_serving_process
+from api.dispatch import Dispatcher, HandOffServer, Inbox, dispatch_socket, open_dispatch_socket
 from api.forward import primary_socket
 from api.logs import configure_json_logging
 from api.metrics import multiprocess_metrics
@@ -52,14 +52,17 @@ def serve_workers(settings: Settings, host: str, port: int, consume: bool = Fals
             raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from None
         private.unlink(missing_ok=True)  # left by a primary that was killed
         relay = _config(None, uds=str(private)).bind_socket()
-        replicas = Replicas(settings, host, port)
+        rotation = dispatch_socket(settings.data_dir)
+        dispatcher = Dispatcher(listener, open_dispatch_socket(rotation))
+        replicas = Replicas(settings)
         replicas.start()
         try:
             prepare_serving_process(settings.api)
-            _serve_until_stopped(create_app(settings, collection, consume=consume), [listener, relay])
+            _serve_until_stopped(create_app(settings, collection, consume=consume), dispatcher.start, [relay])
         finally:
             replicas.stop()
             private.unlink(missing_ok=True)
+            rotation.unlink(missing_ok=True)
     finally:
         collection.close()
 
@@ -67,9 +70,8 @@ def serve_workers(settings: Settings, host: str, port: int, consume: bool = Fals
 class Replicas:
     """Replica processes 1..N-1, started again when one exits while serving goes on."""
 
-    def __init__(self, settings: Settings, host: str, port: int) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.address = (host, port)
         self.processes: dict[int, BaseProcess] = {}
         self.started_at: dict[int, float] = {}
         self._stopping = threading.Event()
@@ -84,7 +86,7 @@ class Replicas:
     def _start(self, number: int) -> None:
         process = self._context.Process(
             target=run_replica,
-            args=(self.settings.model_dump_json(), number, *self.address, os.getpid()),
+            args=(self.settings.model_dump_json(), number, os.getpid()),
             name=f"dss-replica-{number}",
             daemon=False,
         )
@@ -119,8 +121,9 @@ class Replicas:
                 process.kill()
 
 
-def run_replica(primary_json: str, number: int, host: str, port: int, parent_pid: int) -> None:
-    """A replica process's main: open its copy, then listen and serve; stop with the primary."""
+def run_replica(primary_json: str, number: int, parent_pid: int) -> None:
+    """A replica process's main: open its copy, then join the primary's rotation and serve;
+    stop with the primary."""
     configure_json_logging()
     primary = Settings.model_validate_json(primary_json)
     collection = open_replica(primary, number)
@@ -128,24 +131,24 @@ def run_replica(primary_json: str, number: int, host: str, port: int, parent_pid
     try:
         prepare_serving_process(collection.settings.api)
         app = create_app(collection.settings, collection, primary_dir=primary.data_dir)
-        _serve_until_stopped(app, [listening_socket(host, port)])
+        _serve_until_stopped(app, Inbox(dispatch_socket(primary.data_dir)).start)
     finally:
         collection.close()
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
-    """This process's socket on the shared port (SO_REUSEPORT: only processes of the same
-    user can join it)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=2048, reuse_port=True)
+    return socket.create_server((host, port), family=family, backlog=2048)
 
 
-def _serve_until_stopped(app: object, sockets: list[socket.socket]) -> None:
+def _serve_until_stopped(
+    app: object, begin: Callable[[HandOffServer], None], sockets: Sequence[socket.socket] = ()
+) -> None:
     # uvicorn re-raises the signal that stopped it once it has put back the handlers it found:
     # with these, that returns to the caller (to close the indexes) instead of exiting.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
-    uvicorn.Server(_config(app)).run(sockets=sockets)
+    HandOffServer(_config(app), begin).run(sockets=list(sockets))
 
 
 def _exit_with_parent(parent_pid: int) -> None:

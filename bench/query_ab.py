@@ -48,7 +48,7 @@ def checkout(base: str, work: Path) -> Path:
 
 def data_copy(source: Path, target: Path) -> Path:
     if not target.is_dir():
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns("replicas", "metrics"))
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("replicas", "metrics", "*.sock"))
     return target
 
 

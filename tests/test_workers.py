@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -55,6 +56,22 @@ def test_both_workers_answer_with_the_primary_keys(workers) -> None:
     # Keys made in the primary's data directory are the replica's keys as well.
     unauthorised = _from_each_worker(server, {}, lambda client: client.get("/search", params={"q": "wing"}).status_code)
     assert unauthorised == {"primary": 401, "replica": 401}
+
+
+def test_connections_are_handed_out_in_turn(workers) -> None:
+    server, admin, _ = workers
+    _from_each_worker(server, admin, lambda client: True)  # both are in the rotation
+    # Sixteen keep-alive connections opened one after another: eight for each process (a hash
+    # of the address, as SO_REUSEPORT spreads them, splits them 8/8 one time in five).
+    clients = [httpx.Client(base_url=server.url, headers=admin, timeout=30) for _ in range(16)]
+    try:
+        roles = Counter(client.get("/ready").json()["worker"]["role"] for client in clients)
+        again = Counter(client.get("/ready").json()["worker"]["role"] for client in clients)
+    finally:
+        for client in clients:
+            client.close()
+    assert roles == {"primary": 8, "replica": 8}
+    assert again == roles  # each connection stays with the process that took it
 
 
 def test_a_write_taken_by_any_worker_is_searchable_in_both(workers) -> None:
@@ -112,9 +129,12 @@ def test_a_killed_replica_is_started_again_and_all_stop_together(workers) -> Non
     server, admin, _ = workers
     replica = _from_each_worker(server, admin, lambda client: client.get("/ready").json()["worker"]["pid"])["replica"]
     os.kill(replica, signal.SIGKILL)
-    # Until it is gone, a new connection may still be queued on its socket and be reset (as
-    # with any server that crashes); once it is, the kernel sends every connection elsewhere.
+    # A connection handed to it just before it died is lost with it (as with any server that
+    # crashes); once it is gone, it has left the rotation and every connection is answered.
     _wait_gone(replica, "the killed replica was not reaped")
+    for _ in range(6):
+        with httpx.Client(base_url=server.url, headers=admin, timeout=30) as client:
+            assert client.get("/ready").status_code == 200
     deadline = time.time() + 120
     while True:  # the primary serves alone meanwhile, then a new replica joins
         pids = _from_each_worker(server, admin, lambda client: client.get("/ready").json()["worker"]["pid"])
