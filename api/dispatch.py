@@ -65,7 +65,8 @@ class HandOffServer(uvicorn.Server):
 
     def adopt(self, connection: socket.socket) -> None:
         """Serve an accepted connection on this event loop, as uvicorn serves its own (the
-        same protocol class and server state: graceful shutdown closes it too)."""
+        same protocol class and server state: graceful shutdown closes it too). The factory
+        mirrors the one in uvicorn's ``Server.startup``; tests/test_workers.py runs it."""
         loop = asyncio.get_running_loop()
         config = self.config
 
@@ -142,8 +143,8 @@ class Dispatcher:
                 self._server.adopt(connection)
 
     def _hand_over(self, connection: socket.socket) -> bool:
-        """Whether the connection went to a replica (the primary's turn, or no replica took it:
-        False, the primary serves it)."""
+        """True when a replica took the connection; False on the primary's own turn or when
+        the replica whose turn it was could not take it (the primary then serves it)."""
         self._turn = (self._turn + 1) % (len(self.replicas) + 1)
         if self._turn == 0:
             return False
