@@ -125,6 +125,7 @@ class SearchEngine:
         self.attributes = attributes or DocumentAttributes(encoder.dimension)
         self.weight_model = weight_model or WeightModel.load(settings.weight_model_path())
         self._ranker: ThreadPoolExecutor | None = None  # search_async's ranking thread, made on first use
+        self._answering = 0  # search_async calls in progress (counted on the event loop)
         # Everything fixed at start-up that shapes a ranking (result-cache keys hold it): a
         # refitted weight model at the same path must not be answered by pages of the old one.
         self.ranking_fingerprint = hashlib.sha256(
@@ -140,6 +141,12 @@ class SearchEngine:
         the change sequence each index reflects (any applied write moves it on) and the ranking
         configuration."""
         return (self.store.store_id, self.generation, self.vectors.seq, self.lexical.seq, self.ranking_fingerprint)
+
+    @property
+    def idle(self) -> bool:
+        """No query is being answered by ``search_async``: a new one may have the cores the
+        pipeline's other stages would use (``Encoder.encode_lone_query``)."""
+        return self._answering == 0
 
     def resolve_mode(self, mode: str | None) -> str:
         mode = mode or "default"
@@ -216,37 +223,42 @@ class SearchEngine:
         the store is slow. ``embedding``: the query's embedding when the caller has asked for
         it already; else it is asked of the encoder here."""
         mode = self.resolve_mode(mode)
-        ranker = self._ranking_thread()
-        depth = self.depth(offset + k, mode, self.rerank_weights(query, options or RankOptions()).active)
-        # FIFO on one thread: the lexical half is done before the rest of the query is ranked.
-        lexical_half = ranker.submit(self.lexical_candidates, [query], depth, mode, filters)
-        page: Future[SearchResult] = Future()
+        alone = self.idle  # before this query counts itself
+        self._answering += 1
+        try:
+            ranker = self._ranking_thread()
+            depth = self.depth(offset + k, mode, self.rerank_weights(query, options or RankOptions()).active)
+            # FIFO on one thread: the lexical half is done before the rest of the query is ranked.
+            lexical_half = ranker.submit(self.lexical_candidates, [query], depth, mode, filters)
+            page: Future[SearchResult] = Future()
 
-        def rank(vector: np.ndarray | None, encode_ms: float | None) -> None:
-            if not page.set_running_or_notify_cancel():
-                return  # the client went away while the query was being encoded
-            try:
-                result = self.search(query, k, mode, nprobe, offset, filters, options, vector, lexical_half.result())
-            except BaseException as exc:
-                page.set_exception(exc)
-                return
-            if encode_ms is not None:
-                result.timings_ms = {"encode": encode_ms, **result.timings_ms}
-            page.set_result(result)
-
-        def encoded(vectors: Future[np.ndarray]) -> None:  # on the encoder's thread
-            try:
-                ranker.submit(rank, vectors.result()[0], _ms(started))
-            except BaseException as exc:  # the encoder failed, or the engine was closed
-                if page.set_running_or_notify_cancel():
+            def rank(vector: np.ndarray | None, encode_ms: float | None) -> None:
+                if not page.set_running_or_notify_cancel():
+                    return  # the client went away while the query was being encoded
+                try:
+                    result = self.search(query, k, mode, nprobe, offset, filters, options, vector, lexical_half.result())
+                except BaseException as exc:
                     page.set_exception(exc)
+                    return
+                if encode_ms is not None:
+                    result.timings_ms = {"encode": encode_ms, **result.timings_ms}
+                page.set_result(result)
 
-        if mode == "lexical":
-            ranker.submit(rank, None, None)
-        else:
-            started = time.perf_counter()
-            (embedding or self.encoder.submit_queries([query])).add_done_callback(encoded)
-        return await asyncio.wrap_future(page)
+            def encoded(vectors: Future[np.ndarray]) -> None:  # on the encoder's thread
+                try:
+                    ranker.submit(rank, vectors.result()[0], _ms(started))
+                except BaseException as exc:  # the encoder failed, or the engine was closed
+                    if page.set_running_or_notify_cancel():
+                        page.set_exception(exc)
+
+            if mode == "lexical":
+                ranker.submit(rank, None, None)
+            else:
+                started = time.perf_counter()
+                (embedding or self.encoder.submit_queries([query], alone=alone)).add_done_callback(encoded)
+            return await asyncio.wrap_future(page)
+        finally:
+            self._answering -= 1
 
     def _ranking_thread(self) -> ThreadPoolExecutor:
         if self._ranker is None:

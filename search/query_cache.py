@@ -62,12 +62,15 @@ class CachedQueryEncoder(Encoder):
     def key(self, text: str) -> str:
         return "emb:" + _digest([self.query_identity, text])
 
-    def submit_queries(self, texts: Sequence[str]) -> Future[np.ndarray]:
+    def encode_lone_query(self, text: str) -> np.ndarray:
+        return self.submit_queries([text], alone=True).result()
+
+    def submit_queries(self, texts: Sequence[str], alone: bool = False) -> Future[np.ndarray]:
         """Cached vectors at once; the misses go to the inner encoder together, and the
         future completes (and the cache learns them) when it has encoded them."""
-        return self.complete(texts, self.cache.get_many([(self.key(text), self.ttl_s) for text in texts]))
+        return self.complete(texts, self.cache.get_many([(self.key(text), self.ttl_s) for text in texts]), alone)
 
-    def complete(self, texts: Sequence[str], cached: Sequence[bytes | None]) -> Future[np.ndarray]:
+    def complete(self, texts: Sequence[str], cached: Sequence[bytes | None], alone: bool = False) -> Future[np.ndarray]:
         """``submit_queries`` after the cache lookup: ``cached`` holds what the cache had for
         each text (a caller may have looked them up together with other keys)."""
         found = {
@@ -91,7 +94,7 @@ class CachedQueryEncoder(Encoder):
             for i in missing:  # after the caller has its answer: a cache fault is not its problem
                 self.cache.set(self.key(texts[i]), np.ascontiguousarray(found[i], dtype=np.float32).tobytes(), self.ttl_s)
 
-        self.inner.submit_queries([texts[i] for i in missing]).add_done_callback(learn)
+        self.inner.submit_queries([texts[i] for i in missing], alone=alone).add_done_callback(learn)
         return result
 
     @staticmethod
@@ -179,7 +182,7 @@ class ResultCache:
         found = self.cache.get_many(lookups, first_decides=True)
         if (cached := _cached_page(found[0], started)) is not None:
             return cached, True
-        embedding = embeddings.complete([query], found[1:]) if embeddings is not None else None
+        embedding = embeddings.complete([query], found[1:], engine.idle) if embeddings is not None else None
         result = await engine.search_async(query, k, mode, nprobe, offset, filters, options, embedding=embedding)
         self.set(key, result)
         return result, False

@@ -353,7 +353,7 @@ def test_async_search_matches_the_blocking_one(tmp_path: Path, minilm) -> None:
         # A new page of a known query: its embedding comes with the page lookup, not encoded again.
         encoded: list[str] = []
         inner = engine.encoder.inner.submit_queries
-        engine.encoder.inner.submit_queries = lambda texts: encoded.extend(texts) or inner(texts)
+        engine.encoder.inner.submit_queries = lambda texts, alone=False: encoded.extend(texts) or inner(texts, alone)
         second, cached = asyncio.run(results.search_async(engine, "swept wing", k=2))
         assert not cached and encoded == [] and second.hits[0].id == "wing" and "encode" in second.timings_ms
         asyncio.run(results.search_async(engine, "heat slabs", k=2))
@@ -375,7 +375,7 @@ def test_async_search_retrieves_lexical_candidates_while_the_query_is_encoded(tm
         engine.search = lambda *a: ranked.append(a[0]) or search(*a)
         held: list[Future] = []
 
-        def hold(texts):  # an encoder that answers only when told to
+        def hold(texts, alone=False):  # an encoder that answers only when told to
             held.append(Future())
             return held[-1]
 
@@ -420,3 +420,93 @@ def test_cached_pages_round_trip_numpy_numbers_and_times() -> None:
     assert back.hits[0].updated_at == when and back.hits[0].score == 0.5
     assert back.weights == {"dense": 0.7} and type(back.weights["dense"]) is float
     assert back.hits[0].signals == {"dense": 0.25} and back.features == {"terms": 2}
+
+
+class LoneAware(HashEncoder):
+    """Records which path each query took: ``encode_lone_query`` or ``encode_queries``."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+        self.paths: list[tuple[str, tuple[str, ...]]] = []
+
+    def encode_queries(self, texts):
+        time.sleep(self.delay_s)
+        self.paths.append(("batch", tuple(texts)))
+        return super().encode_queries(texts)
+
+    def encode_lone_query(self, text):
+        time.sleep(self.delay_s)
+        self.paths.append(("lone", (text,)))
+        return super().encode_queries([text])
+
+
+def test_micro_batching_encodes_a_query_alone_only_when_nothing_else_waits() -> None:
+    inner = LoneAware(delay_s=0.05)
+    batcher = MicroBatchingEncoder(inner, max_batch=8, max_wait_ms=0)
+    lone = batcher.submit_queries(["wing lift"], alone=True).result(timeout=5)
+    np.testing.assert_array_equal(lone, HashEncoder().encode_queries(["wing lift"]))
+    batcher.submit_queries(["heat flux"]).result(timeout=5)  # its caller answers others: no
+    assert inner.paths == [("lone", ("wing lift",)), ("batch", ("heat flux",))]
+    inner.paths.clear()
+    busy = batcher.submit_queries(["first"])  # occupies the encoder while the next two queue
+    time.sleep(0.01)
+    queued = [batcher.submit_queries(["second"], alone=True), batcher.submit_queries(["third"])]
+    for future in [busy, *queued]:
+        future.result(timeout=5)
+    assert inner.paths == [("batch", ("first",)), ("batch", ("second", "third"))]
+    # The cached encoder passes the flag on for its misses; a hit needs no encoder at all.
+    cached = CachedQueryEncoder(batcher, TieredCache([MemoryLevel(100, 60)]), 60)
+    inner.paths.clear()
+    cached.submit_queries(["swept wing"], alone=True).result(timeout=5)
+    cached.submit_queries(["swept wing"], alone=True).result(timeout=5)
+    assert inner.paths == [("lone", ("swept wing",))]
+
+
+def test_the_engine_asks_for_a_lone_encoding_only_when_it_answers_nothing_else(tmp_path: Path, minilm) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", cache={"redis_url": None})
+    with open_collection(settings, encoder=minilm) as collection:
+        collection.write(DOCS)
+        engine, results = collection.engine, collection.results
+        asked: list[tuple[str, bool]] = []
+        held: list[Future] = []
+
+        def hold(texts, alone=False):  # an encoder that answers only when told to
+            asked.append((texts[0], alone))
+            held.append(Future())
+            return held[-1]
+
+        engine.encoder.submit_queries = hold
+
+        async def main() -> None:
+            assert engine.idle
+            first = asyncio.create_task(engine.search_async("heat conduction", k=1))
+            while len(held) < 1:
+                await asyncio.sleep(0.001)
+            assert not engine.idle
+            second = asyncio.create_task(engine.search_async("swept wing", k=1))
+            while len(held) < 2:
+                await asyncio.sleep(0.001)
+            for future, text in zip(held, ("heat conduction", "swept wing")):
+                future.set_result(minilm.encode_queries([text]))
+            await asyncio.wait_for(asyncio.gather(first, second), 10)
+            assert engine.idle
+            failing = asyncio.create_task(engine.search_async("heat slabs", k=1))
+            while len(held) < 3:
+                await asyncio.sleep(0.001)
+            held[2].set_exception(RuntimeError("encoder failed"))
+            with pytest.raises(RuntimeError):
+                await asyncio.wait_for(failing, 10)
+            assert engine.idle  # a failed query no longer counts
+
+        asyncio.run(main())
+        assert asked == [("heat conduction", True), ("swept wing", False), ("heat slabs", True)]
+
+        # Through the result cache, which asks for the embedding beside the page lookup.
+        del engine.encoder.submit_queries
+        assert isinstance(engine.encoder, CachedQueryEncoder) and engine.encoder.cache is results.cache
+        lone: list[bool] = []
+        inner = engine.encoder.inner.submit_queries
+        engine.encoder.inner.submit_queries = lambda texts, alone=False: lone.append(alone) or inner(texts, alone)
+        asyncio.run(results.search_async(engine, "propeller noise", k=1))
+        assert lone == [True]

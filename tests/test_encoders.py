@@ -151,3 +151,50 @@ def test_query_threads_give_queries_their_own_session_with_the_same_vectors(tmp_
     assert cosine.min() >= 0.9999, cosine  # the same fp32 model
     shared = load_encoder(EncoderSettings(runtime="onnx", threads=2, query_threads=2, onnx_cache_dir=tmp_path))
     assert shared.query_session is shared.session
+
+
+def test_a_lone_query_may_take_more_threads_and_gets_the_same_vector(tmp_path, caplog) -> None:
+    from search.config import EncoderSettings
+    from search.encoders import load_encoder
+
+    texts = ["boundary layer transition on a swept wing", "最新的开源大模型", "heat " * 300]
+    forced = load_encoder(EncoderSettings(runtime="onnx", int8_queries=True, lone_query_threads=2, onnx_cache_dir=tmp_path))
+    assert forced.lone_threads.settled and forced.lone_threads.chosen == 2
+    assert forced.lone_sessions[2] is not forced.query_session
+    for text in texts:  # bit for bit: a query's vector and cached pages never depend on the load
+        np.testing.assert_array_equal(forced.encode_lone_query(text), forced.encode_queries([text]))
+    same = load_encoder(EncoderSettings(runtime="onnx", int8_queries=True, lone_query_threads=1, onnx_cache_dir=tmp_path))
+    assert same.lone_sessions == {1: same.query_session}  # nothing extra loaded
+    # auto: the first lone queries take turns on 1 and 2 threads (2 cores here), then one is kept.
+    measured = load_encoder(EncoderSettings(runtime="onnx", int8_queries=True, onnx_cache_dir=tmp_path))
+    assert measured.lone_threads.options == [1, 2] and not measured.lone_threads.settled
+    with caplog.at_level("INFO", logger="search.encoders.onnx"):
+        for i in range(2 * (2 + 16)):
+            np.testing.assert_array_equal(measured.encode_lone_query(texts[i % 2]), forced.encode_queries([texts[i % 2]]))
+    assert measured.lone_threads.settled
+    [record] = [r for r in caplog.records if r.getMessage().startswith("threads for a query answered alone")]
+    assert set(record.ms_by_threads) == {1, 2} and record.chosen == measured.lone_threads.chosen
+
+
+def test_the_fastest_option_is_kept_after_each_has_had_its_turns() -> None:
+    from search.encoders.choice import FastestOption
+
+    timings = {1: 9.0, 2: 6.5, 4: 7.0}
+    choice = FastestOption([1, 2, 4], trials=3, warmup=1)
+    picked, settled = [], []
+    while not choice.settled:
+        option = choice.pick()
+        picked.append(option)
+        # A warm-up use is slow and not counted: it must not decide anything.
+        slow = 100.0 if picked.count(option) == 1 else 0.0
+        settled.append(choice.record(option, timings[option] + slow))
+    assert picked == [1, 2, 4] * 4 and settled.count(True) == 1 and settled[-1]
+    assert choice.chosen == 2 and choice.medians == {1: 9.0, 2: 6.5, 4: 7.0}
+    assert choice.pick() == 2 and not choice.record(2, 1.0) and choice.medians[2] == 6.5
+
+    close = FastestOption([1, 2], trials=2, warmup=0)  # within the 10% margin: the default stays
+    for _ in range(2):
+        close.record(close.pick(), 1.0)
+        close.record(close.pick(), 0.95)
+    assert close.settled and close.chosen == 1
+    assert FastestOption([3]).settled and FastestOption([3]).pick() == 3  # nothing to choose

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -24,6 +27,7 @@ import numpy as np
 
 from search.config import EncoderSettings
 from search.encoders.base import Encoder, Fingerprint, l2_normalise
+from search.encoders.choice import FastestOption
 from search.encoders.sentence import resolve_model_path
 
 if TYPE_CHECKING:
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 DEFAULT_CACHE = Path.home() / ".cache" / "deepseek-search" / "onnx"
+log = logging.getLogger(__name__)
 
 
 def _check_mean_pooling(path: Path) -> None:
@@ -186,6 +191,20 @@ class OnnxEncoder(Encoder):
         # fingerprint (int8 queries alone keep the fp32 one: the documents are exact).
         pooling = "model-int8" if int8 else "model"
         self.fingerprint = Fingerprint("sentence-transformers", Path(settings.model).name, dimension, pooling)
+        # A query answered alone may use the cores the rest of the request path leaves idle.
+        # "auto": the first lone queries take turns on the query threads, 1, 2 and 4 (up to the
+        # cores there are), and the fastest is kept. The vectors are the same on any of them.
+        lone = settings.lone_query_threads
+        if not query_threads:  # the runtime's default: every core already
+            counts = [query_threads]
+        elif lone == "auto":
+            counts = [query_threads, *(n for n in (1, 2, 4) if n <= len(os.sched_getaffinity(0)))]
+        else:
+            counts = [lone]
+        self.lone_threads = FastestOption(counts)  # the first is the default
+        self.lone_sessions = {
+            n: self.query_session if n == query_threads else session(query_file, n) for n in self.lone_threads.options
+        }
 
     def _encode(self, texts: Sequence[str], session: "ort.InferenceSession", batch_size: int) -> np.ndarray:
         texts = list(texts)
@@ -206,5 +225,22 @@ class OnnxEncoder(Encoder):
         return self._encode(texts, self.session, self.document_batch)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(self._instructed(texts), self.query_session, self.query_batch)
+
+    def encode_lone_query(self, text: str) -> np.ndarray:
+        # The same vector as encode_queries: ONNX Runtime splits a kernel's outputs among its
+        # threads, not the sums behind each output (tested bit for bit).
+        threads = self.lone_threads.pick()
+        started = time.perf_counter()
+        vector = self._encode(self._instructed([text]), self.lone_sessions[threads], 1)
+        if self.lone_threads.record(threads, time.perf_counter() - started):
+            log.info(
+                "threads for a query answered alone, measured on the first lone queries",
+                extra={"ms_by_threads": {n: round(m * 1000, 3) for n, m in self.lone_threads.medians.items()},
+                       "chosen": self.lone_threads.chosen},
+            )
+        return vector
+
+    def _instructed(self, texts: Sequence[str]) -> Sequence[str]:
         prefix = self.settings.query_instruction
-        return self._encode([prefix + t for t in texts] if prefix else texts, self.query_session, self.query_batch)
+        return [prefix + t for t in texts] if prefix else texts
