@@ -164,12 +164,13 @@ def test_a_lone_query_may_take_more_threads_and_gets_the_same_vector(tmp_path, c
     same = load_encoder(EncoderSettings(runtime="onnx", int8_queries=True, lone_query_threads=1, onnx_cache_dir=tmp_path))
     assert same.lone_sessions == {1: same.query_session}  # nothing extra loaded
     # auto: the first lone queries take turns on 1, 2 and 4 threads (those the cores allow),
-    # each with 2 warm-up and 16 timed uses, then one is kept.
+    # each with its warm-up and timed uses, then one is kept.
     measured = load_encoder(EncoderSettings(runtime="onnx", int8_queries=True, onnx_cache_dir=tmp_path))
     counts = [n for n in (1, 2, 4) if n <= len(os.sched_getaffinity(0))]
-    assert measured.lone_threads.options == counts and not measured.lone_threads.settled
+    choice = measured.lone_threads
+    assert choice.options == counts and not choice.settled
     with caplog.at_level("INFO", logger="search.encoders.onnx"):
-        for i in range(len(counts) * (2 + 16)):
+        for i in range(len(counts) * (choice.warmup + choice.trials)):
             np.testing.assert_array_equal(measured.encode_lone_query(texts[i % 2]), forced.encode_queries([texts[i % 2]]))
     assert measured.lone_threads.settled
     [record] = [r for r in caplog.records if r.getMessage().startswith("threads for a query answered alone")]
