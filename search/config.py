@@ -214,6 +214,9 @@ class KafkaSettings(_Section):
     # Reconnect / retry back-off, doubling from min to max.
     retry_min_ms: int = Field(200, ge=1)
     retry_max_ms: int = Field(5000, ge=1)
+    # Records waiting on the broker and none received for this long: the client is stuck, and
+    # is replaced by a fresh one (a new group member, resuming from the committed offsets).
+    stall_timeout_ms: int = Field(30_000, ge=1000)
 
 
 class Settings(BaseSettings):

@@ -51,6 +51,7 @@ class DocumentConsumer:
         self.metrics = metrics or StreamMetrics()
         self.status = ConsumerStatus()
         self._consumer: KafkaConsumer | None = None
+        self._watcher: KafkaConsumer | None = None  # a group-less client that reads end offsets
         self._producer: KafkaProducer | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -58,6 +59,8 @@ class DocumentConsumer:
         self._probed_at = 0.0
         self._reachable = True
         self._rewind_pending = False
+        self._received_at = 0.0  # when records last arrived (or the client was made)
+        self._stall_checked = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -75,6 +78,7 @@ class DocumentConsumer:
 
         One consumer (one group member) lives for the whole run: kafka-python reconnects by
         itself, and a fresh member would make the group wait for the lost one to time out.
+        Only a client that stalls (records waiting, none arriving) is replaced.
         After an outage or a failed batch, positions go back to the committed offsets, so an
         uncommitted batch is delivered again (and resolved by version).
         """
@@ -87,7 +91,10 @@ class DocumentConsumer:
                 if self.process_batch():
                     self._healthy()
                 elif self._brokers_reachable():
-                    self._healthy()
+                    if stall := self._stall():
+                        self._replace_client(stall)
+                    else:
+                        self._healthy()
                 else:
                     self._degraded("broker unreachable: " + self.kafka.bootstrap_servers)
                     self._rewind_pending = True
@@ -114,6 +121,53 @@ class DocumentConsumer:
             else:
                 self._consumer.seek(tp, committed)
         self._rewind_pending = False
+
+    def _stall(self) -> str | None:
+        """Why the client looks stuck: records wait past its position and none arrived lately.
+
+        kafka-python recovers from broker trouble by itself, yet once (3.0.12, in a test that
+        restarts the broker) it reported healthy and never fetched again. The broker's end
+        offsets, asked for at most every few seconds and only after stall_timeout without a
+        record, tell such a stuck client from a quiet topic. They come through a client of
+        their own: a stuck client's connections cannot vouch for the broker, and when that
+        client cannot reach the broker either, the trouble is the broker's, which a new
+        member would not mend.
+        """
+        assert self._consumer is not None
+        now = time.monotonic()
+        timeout = self.kafka.stall_timeout_ms / 1000
+        if now - self._received_at < timeout or now - self._stall_checked < min(5.0, timeout / 2):
+            return None
+        self._stall_checked = now
+        assignment = list(self._consumer.assignment())
+        if not assignment:
+            return None  # rejoining, or more members than partitions
+        try:
+            positions = {tp: self._consumer.position(tp, timeout_ms=1000) for tp in assignment}
+        except KafkaError:
+            return None  # still resolving its positions: the client is busy, not stuck
+        try:
+            if self._watcher is None:
+                self._watcher = KafkaConsumer(
+                    bootstrap_servers=self.kafka.bootstrap_servers.split(","), request_timeout_ms=10_000
+                )
+            ends = self._watcher.end_offsets(assignment, timeout_ms=5000)
+        except KafkaError as exc:  # broker trouble: not the client's; start the watcher afresh next time
+            log.debug("stall check failed: %s", exc)
+            self._close_watcher()
+            return None
+        waiting = sum(max(0, ends[tp] - pos) for tp, pos in positions.items() if pos is not None and tp in ends)
+        if not waiting:
+            return None
+        return f"{waiting} records waiting, none received for {now - self._received_at:.0f} s"
+
+    def _replace_client(self, stall: str) -> None:
+        """A fresh client and group member, resuming from the committed offsets."""
+        log.warning("consumer stalled; replacing the Kafka client", extra={"reason": stall})
+        self._degraded("stalled: " + stall)
+        self.metrics.restarts.inc()
+        self._disconnect()
+        self._rewind_pending = False  # a new member starts from the committed offsets anyway
 
     def _brokers_reachable(self) -> bool:
         """An idle poll cannot tell a quiet topic from a dead broker: probe, at most every 2 s."""
@@ -169,6 +223,7 @@ class DocumentConsumer:
             fetch_max_wait_ms=min(50, max(self.kafka.max_wait_ms, 1)),
         )
         self._producer = make_producer(self.kafka)
+        self._received_at = time.monotonic()
         log.info("consumer connected", extra={"topic": self.kafka.topic, "group": self.kafka.group_id})
 
     def _disconnect(self) -> None:
@@ -179,6 +234,12 @@ class DocumentConsumer:
         if self._producer is not None:
             _close_quietly(self._producer.close, timeout=5)
         self._consumer = self._producer = None
+        self._close_watcher()
+
+    def _close_watcher(self) -> None:
+        if self._watcher is not None:
+            _close_quietly(self._watcher.close, autocommit=False, timeout_ms=2000)
+        self._watcher = None
 
     def _healthy(self) -> None:
         if self.status.state != "ok":
@@ -207,6 +268,7 @@ class DocumentConsumer:
             if deadline is None:
                 if not records:
                     return records  # idle: let the caller check for a stop and come back
+                self._received_at = time.monotonic()
                 deadline = time.monotonic() + self.kafka.max_wait_ms / 1000
             elif time.monotonic() >= deadline:
                 break

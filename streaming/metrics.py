@@ -21,4 +21,9 @@ class StreamMetrics:
             registry=self.registry,
         )
         self.lag = Gauge("dss_consumer_lag", "Records behind the end of each partition.", ["partition"], registry=self.registry)
+        self.restarts = Counter(
+            "dss_consumer_restarts_total",
+            "Kafka clients replaced because records waited on the broker and none arrived.",
+            registry=self.registry,
+        )
         self.up = Gauge("dss_consumer_up", "1 while the consumer is connected and applying.", registry=self.registry)

@@ -170,6 +170,55 @@ def test_poison_events_go_to_the_dead_letter_topic(tmp_path: Path, broker: Broke
     collection.close()
 
 
+class _StuckClientConsumer(DocumentConsumer):
+    """Its first Kafka client stops fetching by itself, as kafka-python 3.0.12 once did."""
+
+    first_client = None
+
+    def poll_batch(self) -> list:
+        if self.first_client is None:
+            self.first_client = self._consumer
+        if self._consumer is self.first_client and self.collection.store.get("first") is not None:
+            self._consumer.pause(*self._consumer.assignment())
+        return super().poll_batch()
+
+
+def test_a_stalled_client_is_replaced_and_the_waiting_events_are_applied(tmp_path: Path, broker: Broker) -> None:
+    settings = _settings(tmp_path, broker.bootstrap, stall_timeout_ms=3000)
+    collection = open_collection(settings, encoder=HashEncoder())
+    consumer = _StuckClientConsumer(settings, collection)
+    consumer.start()
+    producer = make_producer(settings.kafka)
+    publish(producer, settings.kafka.topic, [_event("first", 1, text="before the stall")])
+    _wait(lambda: collection.store.get("first") is not None, what="the first event")
+    publish(producer, settings.kafka.topic, [_event("second", 1, text="while stuck")])
+    restarts = lambda: consumer.metrics.registry.get_sample_value("dss_consumer_restarts_total")
+    _wait(lambda: restarts() == 1, timeout=30, what="the stall to be noticed")
+    assert consumer.status.reason.startswith("stalled: 1 records waiting")
+    _wait(lambda: collection.store.get("second") is not None, timeout=30, what="the event that waited")
+    _wait(lambda: consumer.status.state == "ok", timeout=10, what="healthy again")
+    assert consumer._consumer is not consumer.first_client and restarts() == 1
+    consumer.stop()
+    producer.close()
+    collection.close()
+
+
+def test_a_quiet_topic_is_not_a_stall(tmp_path: Path, broker: Broker) -> None:
+    settings = _settings(tmp_path, broker.bootstrap, stall_timeout_ms=1000)
+    collection = open_collection(settings, encoder=HashEncoder())
+    consumer = DocumentConsumer(settings, collection)
+    consumer.start()
+    producer = make_producer(settings.kafka)
+    publish(producer, settings.kafka.topic, [_event("only", 1, text="then nothing")])
+    _wait(lambda: collection.store.get("only") is not None, what="the event")
+    time.sleep(4)  # several stall timeouts with nothing waiting
+    assert consumer.metrics.registry.get_sample_value("dss_consumer_restarts_total") == 0
+    assert consumer.status.state == "ok"
+    consumer.stop()
+    producer.close()
+    collection.close()
+
+
 def _consumer_env(settings: Settings) -> dict[str, str]:
     env = {**os.environ, "DSS_DATA_DIR": str(settings.data_dir)}
     for key, value in settings.kafka.model_dump().items():
@@ -185,7 +234,7 @@ def test_broker_stopped_and_restarted_while_consuming(tmp_path: Path) -> None:
     from tests.broker import free_port
 
     broker = Broker().start()
-    settings = _settings(tmp_path, broker.bootstrap)
+    settings = _settings(tmp_path, broker.bootstrap, stall_timeout_ms=10_000)
     port = free_port()
     log = (tmp_path / "consumer.log").open("w")
     process = subprocess.Popen(
