@@ -1,5 +1,6 @@
-"""Several serving processes, one port: the primary accepts every connection and hands them
-out in turn, itself included, so that each process holds an even share.
+"""Several serving processes, one port: the primary accepts every connection and hands it to
+the process, itself included, that holds the fewest open connections (in turn among equals),
+so that each process holds an even share.
 
 The kernel's own ways split keep-alive connections unevenly: one shared listening socket lets
 whichever event loop wakes first take a burst (62 of 64 clients on one process, measured), and
@@ -7,9 +8,12 @@ SO_REUSEPORT hashes each connection to a process (32 clients split 20/12 or wors
 five, 16/16 one time in seven), and the busier process sets the tail latency for as long as the
 clients stay connected. Here the primary accepts on the public port and passes each accepted
 socket (SCM_RIGHTS over a private Unix socket, ``dispatch.sock`` in the data directory) to the
-next process in the rotation. A replica joins the rotation once it can answer, by connecting to
-that socket, and leaves it when that connection ends; a connection that cannot be handed over
-is served by the primary.
+chosen process. A replica joins the rotation once it can answer, by connecting to that socket,
+and leaves it when that connection ends; a connection that cannot be handed over is served by
+the primary. Turns alone would let the long-lived connections pile up on one process whenever
+short ones come between them (a client that reconnects for each request, next to a proxy's
+pool): the primary knows what it handed to each process, and each replica reports back, over
+the same socket, how many of those have closed.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ class HandOffServer(uvicorn.Server):
         self._begin = begin
         self._on_shutdown: list[Callable[[], None]] = []
         self._adopting: set[asyncio.Task[object]] = set()
+        self._on_close: Callable[[], None] = lambda: None
+        self._protocol_class: type[asyncio.Protocol] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -63,15 +69,33 @@ class HandOffServer(uvicorn.Server):
     def on_shutdown(self, stop: Callable[[], None]) -> None:
         self._on_shutdown.append(stop)
 
+    def on_close(self, closed: Callable[[], None]) -> None:
+        """``closed`` runs once for each adopted connection, when it ends."""
+        self._on_close = closed
+
+    def _counting_protocol(self) -> type[asyncio.Protocol]:
+        if self._protocol_class is None:
+            server = self
+
+            class Counted(self.config.http_protocol_class):  # type: ignore[name-defined,misc]
+                """uvicorn's protocol, which also tells when its connection ends."""
+
+                def connection_lost(self, exc: Exception | None) -> None:
+                    super().connection_lost(exc)
+                    server._on_close()
+
+            self._protocol_class = Counted
+        return self._protocol_class
+
     def adopt(self, connection: socket.socket) -> None:
         """Serve an accepted connection on this event loop, as uvicorn serves its own (the
         same protocol class and server state: graceful shutdown closes it too). The factory
         mirrors the one in uvicorn's ``Server.startup``; tests/test_workers.py runs it."""
         loop = asyncio.get_running_loop()
-        config = self.config
+        config, protocol_class = self.config, self._counting_protocol()
 
         def protocol() -> asyncio.Protocol:
-            return config.http_protocol_class(  # type: ignore[call-arg]
+            return protocol_class(  # type: ignore[call-arg]
                 config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=loop
             )
 
@@ -83,15 +107,18 @@ class HandOffServer(uvicorn.Server):
         self._adopting.discard(task)
         if not task.cancelled() and (error := task.exception()) is not None:
             log.warning("a handed-over connection could not be served", extra={"error": repr(error)})
+            self._on_close()  # it never opened, so it will not close
 
 
 class Dispatcher:
-    """On the primary: accepts on ``listener`` and hands connections out round-robin."""
+    """On the primary: accepts on ``listener`` and hands each connection to the process with
+    the fewest open ones, in turn among equals."""
 
     def __init__(self, listener: socket.socket, registry: socket.socket) -> None:
         self.listener = listener
         self.registry = registry
         self.replicas: list[socket.socket] = []
+        self.open: dict[socket.socket | None, int] = {None: 0}  # by replica; None: the primary
         self._turn = 0
         self._server: HandOffServer | None = None
 
@@ -103,6 +130,7 @@ class Dispatcher:
         loop.add_reader(self.listener.fileno(), self._accept)
         loop.add_reader(self.registry.fileno(), self._join)
         server.on_shutdown(self.stop)
+        server.on_close(self._closed_here)
 
     def stop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -118,16 +146,33 @@ class Dispatcher:
             return
         replica.setblocking(False)
         self.replicas.append(replica)
-        # A replica never writes: readable means it has gone.
-        asyncio.get_running_loop().add_reader(replica.fileno(), self._leave, replica)
+        self.open[replica] = 0
+        asyncio.get_running_loop().add_reader(replica.fileno(), self._hear, replica)
         log.info("a replica joined the rotation", extra={"replicas": len(self.replicas)})
+
+    def _hear(self, replica: socket.socket) -> None:
+        """A replica writes how many of its connections closed; an end of file: it has gone."""
+        while True:
+            try:
+                message = replica.recv(16)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                message = b""
+            if not message:
+                return self._leave(replica)
+            self.open[replica] = max(0, self.open[replica] - int(message))
 
     def _leave(self, replica: socket.socket) -> None:
         if replica in self.replicas:
             self.replicas.remove(replica)
+            del self.open[replica]
             asyncio.get_running_loop().remove_reader(replica.fileno())
             replica.close()
             log.warning("a replica left the rotation", extra={"replicas": len(self.replicas)})
+
+    def _closed_here(self) -> None:
+        self.open[None] = max(0, self.open[None] - 1)
 
     def _accept(self) -> None:
         assert self._server is not None
@@ -140,15 +185,24 @@ class Dispatcher:
                 log.warning("accept failed", extra={"error": repr(exc)})
                 return
             if not self._hand_over(connection):
+                self.open[None] += 1
                 self._server.adopt(connection)
 
+    def _next(self) -> socket.socket | None:
+        """The process with the fewest open connections, the first after the last one chosen
+        among equals; None: the primary."""
+        rotation: list[socket.socket | None] = [None, *self.replicas]
+        order = [rotation[(self._turn + 1 + i) % len(rotation)] for i in range(len(rotation))]
+        chosen = min(order, key=lambda process: self.open[process])  # the first of the fewest
+        self._turn = rotation.index(chosen)
+        return chosen
+
     def _hand_over(self, connection: socket.socket) -> bool:
-        """True when a replica took the connection; False on the primary's own turn or when
-        the replica whose turn it was could not take it (the primary then serves it)."""
-        self._turn = (self._turn + 1) % (len(self.replicas) + 1)
-        if self._turn == 0:
+        """True when a replica took the connection; False when the primary's is the fewest or
+        the replica chosen could not take it (the primary then serves it)."""
+        replica = self._next()
+        if replica is None:
             return False
-        replica = self.replicas[self._turn - 1]
         try:
             socket.send_fds(replica, [_TOKEN], [connection.fileno()])
         except BlockingIOError:
@@ -157,15 +211,18 @@ class Dispatcher:
             self._leave(replica)
             return False
         connection.close()  # the replica holds its own descriptor now
+        self.open[replica] += 1
         return True
 
 
 class Inbox:
-    """On a replica: joins the primary's rotation and serves the connections it is handed."""
+    """On a replica: joins the primary's rotation, serves the connections it is handed and
+    tells the primary when they close."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.sock: socket.socket | None = None
+        self._unreported = 0  # closed connections the primary has not heard of yet
 
     def start(self, server: HandOffServer) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -173,6 +230,23 @@ class Inbox:
         self.sock.setblocking(False)
         asyncio.get_running_loop().add_reader(self.sock.fileno(), self._receive, server)
         server.on_shutdown(self.stop)
+        server.on_close(self._closed)
+
+    def _closed(self) -> None:
+        self._unreported += 1
+        self._report()
+
+    def _report(self) -> None:
+        if self.sock is None or not self._unreported:
+            return
+        try:
+            self.sock.send(str(self._unreported).encode())
+        except (BlockingIOError, InterruptedError):  # the primary is behind: try again shortly
+            asyncio.get_running_loop().call_later(0.05, self._report)
+            return
+        except OSError:
+            return  # the primary has gone, and so will this process
+        self._unreported = 0
 
     def stop(self) -> None:
         if self.sock is not None:

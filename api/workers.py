@@ -1,8 +1,8 @@
 """Several serving processes behind one port: this process is the primary, the others replicas.
 
 One worker process is bound by its GIL and its event loop to about one core; a replica adds
-another. The primary accepts every connection on the port and hands them out in turn to the
-processes that can answer, itself included (api/dispatch.py). It serves ``data_dir`` as a
+another. The primary accepts every connection on the port and hands each to the process with
+the fewest open connections, itself included (api/dispatch.py). It serves ``data_dir`` as a
 single process would: it writes its indexes, runs the Kafka consumer and the reindex jobs, and
 listens on a private Unix socket to which replicas relay admin requests (api/forward.py).
 Replicas keep their own index copies (indexer/replica.py); every process follows the shared

@@ -74,6 +74,26 @@ def test_connections_are_handed_out_in_turn(workers) -> None:
     assert again == roles  # each connection stays with the process that took it
 
 
+def test_long_lived_connections_spread_when_short_ones_come_between(workers) -> None:
+    server, admin, _ = workers
+    _from_each_worker(server, admin, lambda client: True)  # both are in the rotation
+    # Turns alone would put all eight long-lived connections on one process: each short one
+    # takes the other turn. Counting what is open puts them on both.
+    kept = []
+    try:
+        for _ in range(8):
+            client = httpx.Client(base_url=server.url, headers=admin, timeout=30)
+            kept.append((client, client.get("/ready").json()["worker"]["role"]))
+            with httpx.Client(base_url=server.url, headers=admin, timeout=30) as short:
+                short.get("/ready")
+            time.sleep(0.3)  # for the closed connection's process to count it
+        roles = Counter(role for _, role in kept)
+    finally:
+        for client, _ in kept:
+            client.close()
+    assert roles["primary"] >= 3 and roles["replica"] >= 3, roles
+
+
 def test_a_write_taken_by_any_worker_is_searchable_in_both(workers) -> None:
     server, admin, _ = workers
     for n in range(4):  # new connections: some writes land on each worker
