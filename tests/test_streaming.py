@@ -183,7 +183,9 @@ class _StuckClientConsumer(DocumentConsumer):
         return super().poll_batch()
 
 
-def test_a_stalled_client_is_replaced_and_the_waiting_events_are_applied(tmp_path: Path, broker: Broker) -> None:
+def test_a_stalled_client_is_replaced_and_the_waiting_events_are_applied(
+    tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
     settings = _settings(tmp_path, broker.bootstrap, stall_timeout_ms=3000)
     collection = open_collection(settings, encoder=HashEncoder())
     consumer = _StuckClientConsumer(settings, collection)
@@ -194,7 +196,8 @@ def test_a_stalled_client_is_replaced_and_the_waiting_events_are_applied(tmp_pat
     publish(producer, settings.kafka.topic, [_event("second", 1, text="while stuck")])
     restarts = lambda: consumer.metrics.registry.get_sample_value("dss_consumer_restarts_total")
     _wait(lambda: restarts() == 1, timeout=30, what="the stall to be noticed")
-    assert consumer.status.reason.startswith("stalled: 1 records waiting")
+    stalls = [r for r in caplog.records if r.getMessage() == "consumer stalled; replacing the Kafka client"]
+    assert [r.reason.split(",")[0] for r in stalls] == ["1 records waiting"]
     _wait(lambda: collection.store.get("second") is not None, timeout=30, what="the event that waited")
     _wait(lambda: consumer.status.state == "ok", timeout=10, what="healthy again")
     assert consumer._consumer is not consumer.first_client and restarts() == 1
