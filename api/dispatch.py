@@ -117,8 +117,8 @@ class Dispatcher:
     def __init__(self, listener: socket.socket, registry: socket.socket) -> None:
         self.listener = listener
         self.registry = registry
-        self.replicas: list[socket.socket] = []
-        self.open: dict[socket.socket | None, int] = {None: 0}  # by replica; None: the primary
+        # Open connections by process, in rotation order: None (the primary), then the replicas.
+        self.open: dict[socket.socket | None, int] = {None: 0}
         self._turn = 0
         self._server: HandOffServer | None = None
 
@@ -137,7 +137,11 @@ class Dispatcher:
         for sock in (self.listener, self.registry, *self.replicas):
             loop.remove_reader(sock.fileno())
             sock.close()
-        self.replicas.clear()
+        self.open = {None: 0}
+
+    @property
+    def replicas(self) -> list[socket.socket]:
+        return [process for process in self.open if process is not None]
 
     def _join(self) -> None:
         try:
@@ -145,7 +149,6 @@ class Dispatcher:
         except BlockingIOError:
             return
         replica.setblocking(False)
-        self.replicas.append(replica)
         self.open[replica] = 0
         asyncio.get_running_loop().add_reader(replica.fileno(), self._hear, replica)
         log.info("a replica joined the rotation", extra={"replicas": len(self.replicas)})
@@ -164,8 +167,7 @@ class Dispatcher:
             self.open[replica] = max(0, self.open[replica] - int(message))
 
     def _leave(self, replica: socket.socket) -> None:
-        if replica in self.replicas:
-            self.replicas.remove(replica)
+        if replica in self.open:
             del self.open[replica]
             asyncio.get_running_loop().remove_reader(replica.fileno())
             replica.close()
@@ -191,7 +193,7 @@ class Dispatcher:
     def _next(self) -> socket.socket | None:
         """The process with the fewest open connections, the first after the last one chosen
         among equals; None: the primary."""
-        rotation: list[socket.socket | None] = [None, *self.replicas]
+        rotation = list(self.open)
         order = [rotation[(self._turn + 1 + i) % len(rotation)] for i in range(len(rotation))]
         chosen = min(order, key=lambda process: self.open[process])  # the first of the fewest
         self._turn = rotation.index(chosen)
