@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import faiss
@@ -65,6 +66,21 @@ def _wait(condition: Callable[[], bool], timeout: float = 60, what: str = "condi
         time.sleep(0.1)
 
 
+@contextmanager
+def _consuming(settings: Settings, kind: type[DocumentConsumer] = DocumentConsumer) -> Iterator[tuple]:
+    """A running consumer of ``kind`` over a fresh collection, and a producer to feed it."""
+    collection = open_collection(settings, encoder=HashEncoder())
+    consumer = kind(settings, collection)
+    consumer.start()
+    producer = make_producer(settings.kafka)
+    try:
+        yield collection, consumer, producer
+    finally:
+        consumer.stop()
+        producer.close()
+        collection.close()
+
+
 def test_event_schema() -> None:
     good = _event("a", 3, text="x").to_json()
     assert parse_event(b"a", good, 10_000, 100).version == 3
@@ -107,29 +123,23 @@ def test_produce_consume_search_and_delete_through_the_api(tmp_path: Path, broke
 
 def test_duplicates_reordering_and_no_resurrection(tmp_path: Path, broker: Broker) -> None:
     settings = _settings(tmp_path, broker.bootstrap)
-    collection = open_collection(settings, encoder=HashEncoder())
-    consumer = DocumentConsumer(settings, collection)
-    consumer.start()
-    producer = make_producer(settings.kafka)
-    publish(producer, settings.kafka.topic, [
-        _event("a", 1, text="first"), _event("a", 1, text="first"),  # duplicate delivery
-        _event("a", 3, text="third"), _event("a", 2, text="second"),  # out of order
-        _event("b", 1, text="bee"), _event("b", 2, op="delete"), _event("b", 1, text="bee again"),  # late older upsert
-        _event("c", 5, op="delete"), _event("c", 4, text="never"),  # delete before the upsert arrives
-        _event("done", 1, text="marker"),
-    ])
-    events = consumer.metrics.registry.get_sample_value
-    counted = lambda: sum(events("dss_consumer_events_total", {"outcome": o}) or 0 for o in ("applied", "unchanged", "stale"))
-    _wait(lambda: counted() == 10, what="all events")
-    assert collection.store.get("a").text == "third" and collection.store.get("a").version == 3
-    assert collection.store.get("b") is None and collection.store.get("c") is None
-    assert collection.lexical.search("never", 10) == [] and collection.lexical.search("bee", 10) == []
-    assert events("dss_consumer_events_total", {"outcome": "applied"}) == 6
-    assert events("dss_consumer_events_total", {"outcome": "unchanged"}) == 1
-    assert events("dss_consumer_events_total", {"outcome": "stale"}) == 3
-    consumer.stop()
-    producer.close()
-    collection.close()
+    with _consuming(settings) as (collection, consumer, producer):
+        publish(producer, settings.kafka.topic, [
+            _event("a", 1, text="first"), _event("a", 1, text="first"),  # duplicate delivery
+            _event("a", 3, text="third"), _event("a", 2, text="second"),  # out of order
+            _event("b", 1, text="bee"), _event("b", 2, op="delete"), _event("b", 1, text="bee again"),  # late older upsert
+            _event("c", 5, op="delete"), _event("c", 4, text="never"),  # delete before the upsert arrives
+            _event("done", 1, text="marker"),
+        ])
+        events = consumer.metrics.registry.get_sample_value
+        counted = lambda: sum(events("dss_consumer_events_total", {"outcome": o}) or 0 for o in ("applied", "unchanged", "stale"))
+        _wait(lambda: counted() == 10, what="all events")
+        assert collection.store.get("a").text == "third" and collection.store.get("a").version == 3
+        assert collection.store.get("b") is None and collection.store.get("c") is None
+        assert collection.lexical.search("never", 10) == [] and collection.lexical.search("bee", 10) == []
+        assert events("dss_consumer_events_total", {"outcome": "applied"}) == 6
+        assert events("dss_consumer_events_total", {"outcome": "unchanged"}) == 1
+        assert events("dss_consumer_events_total", {"outcome": "stale"}) == 3
 
 
 def test_poison_events_go_to_the_dead_letter_topic(tmp_path: Path, broker: Broker) -> None:
@@ -187,39 +197,27 @@ def test_a_stalled_client_is_replaced_and_the_waiting_events_are_applied(
     tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = _settings(tmp_path, broker.bootstrap, stall_timeout_ms=3000)
-    collection = open_collection(settings, encoder=HashEncoder())
-    consumer = _StuckClientConsumer(settings, collection)
-    consumer.start()
-    producer = make_producer(settings.kafka)
-    publish(producer, settings.kafka.topic, [_event("first", 1, text="before the stall")])
-    _wait(lambda: collection.store.get("first") is not None, what="the first event")
-    publish(producer, settings.kafka.topic, [_event("second", 1, text="while stuck")])
-    restarts = lambda: consumer.metrics.registry.get_sample_value("dss_consumer_restarts_total")
-    _wait(lambda: restarts() == 1, timeout=30, what="the stall to be noticed")
-    stalls = [r for r in caplog.records if r.getMessage() == "consumer stalled; replacing the Kafka client"]
-    assert [r.reason.split(",")[0] for r in stalls] == ["1 records waiting"]
-    _wait(lambda: collection.store.get("second") is not None, timeout=30, what="the event that waited")
-    _wait(lambda: consumer.status.state == "ok", timeout=10, what="healthy again")
-    assert consumer._consumer is not consumer.first_client and restarts() == 1
-    consumer.stop()
-    producer.close()
-    collection.close()
+    with _consuming(settings, _StuckClientConsumer) as (collection, consumer, producer):
+        publish(producer, settings.kafka.topic, [_event("first", 1, text="before the stall")])
+        _wait(lambda: collection.store.get("first") is not None, what="the first event")
+        publish(producer, settings.kafka.topic, [_event("second", 1, text="while stuck")])
+        restarts = lambda: consumer.metrics.registry.get_sample_value("dss_consumer_restarts_total")
+        _wait(lambda: restarts() == 1, timeout=30, what="the stall to be noticed")
+        stalls = [r for r in caplog.records if r.getMessage() == "consumer stalled; replacing the Kafka client"]
+        assert [r.reason.split(",")[0] for r in stalls] == ["1 records waiting"]
+        _wait(lambda: collection.store.get("second") is not None, timeout=30, what="the event that waited")
+        _wait(lambda: consumer.status.state == "ok", timeout=10, what="healthy again")
+        assert consumer._consumer is not consumer.first_client and restarts() == 1
 
 
 def test_a_quiet_topic_is_not_a_stall(tmp_path: Path, broker: Broker) -> None:
     settings = _settings(tmp_path, broker.bootstrap, stall_timeout_ms=1000)
-    collection = open_collection(settings, encoder=HashEncoder())
-    consumer = DocumentConsumer(settings, collection)
-    consumer.start()
-    producer = make_producer(settings.kafka)
-    publish(producer, settings.kafka.topic, [_event("only", 1, text="then nothing")])
-    _wait(lambda: collection.store.get("only") is not None, what="the event")
-    time.sleep(4)  # several stall timeouts with nothing waiting
-    assert consumer.metrics.registry.get_sample_value("dss_consumer_restarts_total") == 0
-    assert consumer.status.state == "ok"
-    consumer.stop()
-    producer.close()
-    collection.close()
+    with _consuming(settings) as (collection, consumer, producer):
+        publish(producer, settings.kafka.topic, [_event("only", 1, text="then nothing")])
+        _wait(lambda: collection.store.get("only") is not None, what="the event")
+        time.sleep(4)  # several stall timeouts with nothing waiting
+        assert consumer.metrics.registry.get_sample_value("dss_consumer_restarts_total") == 0
+        assert consumer.status.state == "ok"
 
 
 def _consumer_env(settings: Settings) -> dict[str, str]:
