@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import ValidationError
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -52,9 +53,10 @@ from indexer.collection import Collection, open_collection
 from indexer.replica import GenerationFollower
 from indexer.versioning import Outcome
 from search.config import ApiSettings, Settings
-from search.documents import DocumentWrite
+from search.documents import MAX_ID_LENGTH, DocumentWrite
 from search.engine import RankOptions
 from search.filters import Filters
+from search.store import WriteRefused
 from streaming.consumer import DocumentConsumer
 from streaming.metrics import StreamMetrics
 
@@ -266,6 +268,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
+    @app.exception_handler(WriteRefused)
+    async def write_refused(_: Request, exc: WriteRefused) -> JSONResponse:
+        return _error(422, f"nothing was written: {exc}")
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         details = [
@@ -372,24 +378,27 @@ def _routes(app: FastAPI) -> None:
         diversity: Annotated[float | None, Query(ge=0, le=1)] = None,
     ) -> Response:
         """Search with query parameters (see POST /search for the JSON form)."""
-        filters = SearchFilters(
-            category=category or [],
-            metadata=_parse_meta(meta or []),
-            updated_after=updated_after,
-            updated_before=updated_before,
-        )
-        request = SearchRequest(
-            q=q,
-            k=k,
-            offset=offset,
-            mode=mode,
-            nprobe=nprobe,
-            explain=explain,
-            filters=filters,
-            freshness=freshness,
-            half_life_days=half_life_days,
-            diversity=diversity,
-        )
+        try:  # what the JSON form would refuse (a NUL, a date out of range) is a 422 here too
+            filters = SearchFilters(
+                category=category or [],
+                metadata=_parse_meta(meta or []),
+                updated_after=updated_after,
+                updated_before=updated_before,
+            )
+            request = SearchRequest(
+                q=q,
+                k=k,
+                offset=offset,
+                mode=mode,
+                nprobe=nprobe,
+                explain=explain,
+                filters=filters,
+                freshness=freshness,
+                half_life_days=half_life_days,
+                diversity=diversity,
+            )
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from None
         return await _search(svc, request, http.scope["query_string"])
 
     @app.post("/search", tags=["search"], dependencies=[Reader], response_model=SearchResponse)
@@ -410,20 +419,20 @@ def _routes(app: FastAPI) -> None:
         changes = [DocumentWrite(**doc.model_dump(), op="upsert") for doc in batch.documents]
         return _write(svc, changes)
 
-    @app.get("/documents/{doc_id}", tags=["documents"], dependencies=[Reader], response_model=DocumentOut)
+    @app.get("/documents/{doc_id:path}", tags=["documents"], dependencies=[Reader], response_model=DocumentOut)
     def get_document(svc: ServicesDep, doc_id: str) -> DocumentOut:
-        doc = svc.collection.store.get(doc_id)
+        doc = svc.collection.store.get(doc_id) if _possible_id(doc_id) else None
         if doc is None:
             raise HTTPException(404, f"document {doc_id!r} not found")
         return DocumentOut(**doc.to_dict())
 
-    @app.delete("/documents/{doc_id}", tags=["documents"], dependencies=[Writer], response_model=WriteResponse)
+    @app.delete("/documents/{doc_id:path}", tags=["documents"], dependencies=[Writer], response_model=WriteResponse)
     def delete_document(
         svc: ServicesDep, doc_id: str, version: Annotated[int | None, Query(ge=0, le=2**62)] = None
     ) -> WriteResponse:
         """Erase a document: its text, metadata and embedding leave the store and every index.
         A tombstone keeps the id and version so a late older write cannot bring it back."""
-        if len(doc_id) > 512:
+        if not _possible_id(doc_id):
             raise HTTPException(404, "document not found")
         result = _write(svc, [DocumentWrite(id=doc_id, op="delete", version=version)])
         if result.results[0].reason == "not found":
@@ -446,6 +455,11 @@ def _routes(app: FastAPI) -> None:
         if job is None:
             raise HTTPException(404, f"job {job_id!r} not found")
         return _job_out(job)
+
+
+def _possible_id(doc_id: str) -> bool:
+    """Whether a write could have stored this id (a store must not be asked for one it cannot hold)."""
+    return 0 < len(doc_id) <= MAX_ID_LENGTH and "\x00" not in doc_id
 
 
 def _parse_meta(pairs: list[str]) -> dict[str, Any]:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
 
 from search.config import EncoderSettings
-from search.documents import MAX_ID_LENGTH
+from search.documents import INT64, MAX_ID_LENGTH, NUL_FREE, Metadata, StoredText, Timestamp
 
 MAX_QUERY_CHARS = 10_000
 MAX_TEXT_CHARS = 1_000_000
 Mode = Literal["dense", "lexical", "hybrid", "rrf", "dynamic", "default"]
 Signal = Literal["dense", "lexical", "title", "category"]
-MetadataValue = StrictStr | StrictBool | StrictInt | StrictFloat
+# A filter value is compared in the store: no NUL, integers of 64 bits (what stored metadata holds).
+MetadataValue = (
+    Annotated[StrictStr, NUL_FREE] | StrictBool | Annotated[StrictInt, Field(ge=INT64[0], le=INT64[1])] | StrictFloat
+)
 
 
 class _Strict(BaseModel):
@@ -22,12 +25,12 @@ class _Strict(BaseModel):
 
 
 class SearchFilters(_Strict):
-    category: list[str] = Field(default_factory=list, max_length=100, description="Any of these categories.")
-    metadata: dict[str, MetadataValue] = Field(
+    category: list[StoredText] = Field(default_factory=list, max_length=100, description="Any of these categories.")
+    metadata: dict[StoredText, MetadataValue] = Field(
         default_factory=dict, max_length=20, description="Metadata fields that must equal these values."
     )
-    updated_after: datetime | None = Field(None, description="updated_at >= this (inclusive).")
-    updated_before: datetime | None = Field(None, description="updated_at < this (exclusive).")
+    updated_after: Timestamp | None = Field(None, description="updated_at >= this (inclusive).")
+    updated_before: Timestamp | None = Field(None, description="updated_at < this (exclusive).")
 
 
 class SearchRequest(_Strict):
@@ -96,14 +99,14 @@ class SearchResponse(SearchPage):
 
 
 class DocumentIn(_Strict):
-    id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    id: StoredText = Field(min_length=1, max_length=MAX_ID_LENGTH)
     version: int | None = Field(None, ge=0, le=2**62)
-    title: str = Field("", max_length=10_000)
-    text: str = Field("", max_length=MAX_TEXT_CHARS)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    category: str | None = Field(None, max_length=256)
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
+    title: StoredText = Field("", max_length=10_000)
+    text: StoredText = Field("", max_length=MAX_TEXT_CHARS)
+    metadata: Metadata = Field(default_factory=dict)
+    category: StoredText | None = Field(None, max_length=256)
+    created_at: Timestamp | None = None
+    updated_at: Timestamp | None = None
 
 
 class DocumentBatch(_Strict):

@@ -20,7 +20,7 @@ from search.encoders.batching import MicroBatchingEncoder
 from search.engine import SearchEngine
 from search.lexical import LexicalIndex
 from search.query_cache import CachedQueryEncoder, ResultCache
-from search.store import Store
+from search.store import Store, WriteRefused
 from search.vector_index import EncoderMismatch, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -82,9 +82,29 @@ class Collection:
         return self.indexes.generation
 
     def write(self, changes: Sequence[DocumentWrite]) -> WriteReport:
-        """The write path for every producer (HTTP, Kafka, ingest)."""
+        """The write path for every producer (HTTP, Kafka, ingest). Raises ``WriteRefused``,
+        writing nothing, when the store refuses a value in the batch."""
         with self._write_lock:
             return self.indexes.indexer.write(changes)
+
+    def write_skipping_refused(self, changes: Sequence[DocumentWrite]) -> tuple[WriteReport, dict[int, str]]:
+        """``write``, except that one change the store refuses does not hold up the others: a
+        refused batch is written again one change at a time, in order. Returns the report of
+        what was written and, by position in ``changes``, why each refused change was."""
+        try:
+            return self.write(changes), {}
+        except WriteRefused:
+            pass
+        report, refused = WriteReport(), {}
+        for position, change in enumerate(changes):
+            try:
+                written = self.write([change])
+            except WriteRefused as exc:
+                refused[position] = str(exc)
+                continue
+            report.results.extend(written.results)
+            report.last_seq = max(report.last_seq, written.last_seq)
+        return report, refused
 
     def catch_up(self) -> int:
         """Apply changes that other processes committed to the store (a follower's poll)."""

@@ -61,6 +61,8 @@ def parse_line(number: int, line: str, max_text_chars: int) -> DocumentWrite | B
         record = json.loads(line)
     except json.JSONDecodeError as exc:
         return BadLine(number, f"invalid JSON: {exc.msg} at column {exc.colno}")
+    except RecursionError:
+        return BadLine(number, "invalid JSON: nested too deeply")
     if not isinstance(record, dict):
         return BadLine(number, "expected a JSON object")
     try:
@@ -90,30 +92,33 @@ def ingest(
     """Read ``path`` and write its documents in batches; bad lines are reported and skipped."""
     report = IngestReport()
     started = time.perf_counter()
-    batch: list[DocumentWrite] = []
+    batch: list[tuple[int, DocumentWrite]] = []  # (line number, document)
 
     def flush() -> None:
         if not batch:
             return
-        result = collection.write(batch)
+        result, refused = collection.write_skipping_refused([doc for _, doc in batch])
         report.applied += result.applied
         report.unchanged += result.unchanged
         report.stale += len(result.stale)
+        report.read -= len(refused)  # counted as bad lines instead
+        report.bad.extend(BadLine(batch[position][0], reason) for position, reason in refused.items())
         if on_batch:
             on_batch(len(batch))
         batch.clear()
 
-    for _, item in read_documents(path, max_text_chars):
+    for number, item in read_documents(path, max_text_chars):
         if isinstance(item, BadLine):
             report.bad.append(item)
             if on_batch:
                 on_batch(1)
             continue
         report.read += 1
-        batch.append(item)
+        batch.append((number, item))
         if len(batch) >= batch_size:
             flush()
     flush()
+    report.bad.sort(key=lambda bad: bad.line)
     collection.indexer.snapshot()
     report.seconds = time.perf_counter() - started
     return report

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 MAX_ID_LENGTH = 512
+MAX_METADATA_DEPTH = 32
+INT64 = (-(2**63), 2**63 - 1)
 
 
 def utcnow() -> datetime:
@@ -23,6 +26,61 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
+# What every store can hold, checked where a write (or a filter) comes in, so that a value a
+# database would refuse is a clear rejection (HTTP 422, a dead letter, a bad ingest line), not
+# a failed transaction, and what is accepted does not depend on which store is configured.
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:  # PostgreSQL text and JSONB cannot hold U+0000
+        raise ValueError("must not contain the NUL character (U+0000)")
+    return value
+
+
+def _utc_in_range(value: datetime | None) -> datetime | None:
+    try:
+        return as_utc(value)
+    except OverflowError:  # 9999-12-31T23:00-05:00 is in year 10000 in UTC
+        raise ValueError("is out of range once converted to UTC") from None
+
+
+def _json_value(value: Any, depth: int) -> None:
+    if depth > MAX_METADATA_DEPTH:
+        raise ValueError(f"is nested more than {MAX_METADATA_DEPTH} levels deep")
+    if isinstance(value, str):
+        _no_nul(value)
+    elif isinstance(value, bool) or value is None:
+        pass
+    elif isinstance(value, int):
+        if not INT64[0] <= value <= INT64[1]:
+            raise ValueError("holds an integer beyond 64 bits (send it as a string)")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("holds NaN or an infinity, which JSON cannot carry")
+    elif isinstance(value, list):
+        for item in value:
+            _json_value(item, depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError("has a key that is not a string")
+            _no_nul(key)
+            _json_value(item, depth + 1)
+    else:
+        raise ValueError(f"holds a {type(value).__name__}, which is not JSON")
+
+
+def _storable_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    _json_value(value, 0)
+    return value
+
+
+NUL_FREE = AfterValidator(_no_nul)
+StoredText = Annotated[str, NUL_FREE]
+Metadata = Annotated[dict[str, Any], AfterValidator(_storable_metadata)]
+Timestamp = Annotated[datetime, AfterValidator(_utc_in_range)]
+
+
 class DocumentWrite(BaseModel):
     """One requested change: an upsert or a delete. Used by ingest, the HTTP API and Kafka.
 
@@ -32,15 +90,15 @@ class DocumentWrite(BaseModel):
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True, str_strip_whitespace=False)
 
-    id: str = Field(validation_alias=AliasChoices("id", "_id"), min_length=1, max_length=MAX_ID_LENGTH)
+    id: StoredText = Field(validation_alias=AliasChoices("id", "_id"), min_length=1, max_length=MAX_ID_LENGTH)
     op: Literal["upsert", "delete"] = "upsert"
     version: int | None = Field(None, ge=0, le=2**62)
-    title: str = ""
-    text: str = ""
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    category: str | None = Field(None, max_length=256)
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
+    title: StoredText = ""
+    text: StoredText = ""
+    metadata: Metadata = Field(default_factory=dict)
+    category: StoredText | None = Field(None, max_length=256)
+    created_at: Timestamp | None = None
+    updated_at: Timestamp | None = None
 
     @field_validator("id", mode="before")
     @classmethod
@@ -52,11 +110,6 @@ class DocumentWrite(BaseModel):
     @classmethod
     def _none_is_empty(cls, value: Any) -> Any:
         return "" if value is None else value
-
-    @field_validator("created_at", "updated_at")
-    @classmethod
-    def _to_utc(cls, value: datetime | None) -> datetime | None:
-        return as_utc(value)
 
     def content_hash(self) -> str:
         """Identifies the searchable content, so re-sending the same document is a no-op."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import time
 import unicodedata
@@ -30,6 +31,7 @@ from search.encoders.base import Encoder
 from search.engine import Hit, RankOptions, SearchEngine, SearchResult
 from search.filters import Filters
 
+log = logging.getLogger(__name__)
 SPACES = re.compile(r"\s+")
 
 
@@ -130,7 +132,12 @@ class ResultCache:
         return "page:" + _digest([engine.state, request])
 
     def set(self, key: str, result: SearchResult) -> None:
-        self.cache.set(key, _encode(result), self.ttl_s)
+        try:
+            value = _encode(result)
+        except TypeError as exc:  # e.g. an integer past 64 bits, stored before such were refused
+            log.warning("a result page was not cached: %s", exc)
+            return
+        self.cache.set(key, value, self.ttl_s)
 
     def lookup(
         self,

@@ -40,7 +40,7 @@ from sqlalchemy import (
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, ProgrammingError, StatementError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -53,6 +53,19 @@ SEQUENCE = "change_seq"
 
 class SchemaError(RuntimeError):
     """The database was written by an incompatible version of deepseek-search."""
+
+
+class WriteRefused(ValueError):
+    """The database refused a value in the batch, so the same batch would fail again. Trouble
+    that passes (a lost connection, a locked or full database) is never this."""
+
+
+def _refused(exc: BaseException) -> bool:
+    if isinstance(exc, DBAPIError):  # the database's verdict: only bad data is the batch's fault
+        return isinstance(exc, DataError)
+    if isinstance(exc, StatementError):  # a value that failed in its type's bind processing
+        return isinstance(exc.orig, (ValueError, TypeError, OverflowError))
+    return isinstance(exc, (ValueError, TypeError, OverflowError))  # the driver's own checks (NUL)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -324,19 +337,26 @@ class Store:
 
     @contextmanager
     def writing(self) -> Iterator[WriteBatch]:
-        """A transaction that holds the sequence counter's lock until it commits."""
-        with Session(self.engine) as session, session.begin():
-            # Touching the counter row first takes SQLite's write lock / PostgreSQL's row lock.
-            session.execute(
-                update(CounterRow).where(CounterRow.name == SEQUENCE).values(value=CounterRow.value)
-            )
-            first = session.scalar(select(CounterRow.value).where(CounterRow.name == SEQUENCE))
-            batch = WriteBatch(session, int(first))
-            yield batch
-            batch.flush()
-            session.execute(
-                update(CounterRow).where(CounterRow.name == SEQUENCE).values(value=batch.last_seq)
-            )
+        """A transaction that holds the sequence counter's lock until it commits. Raises
+        ``WriteRefused`` (and commits nothing) when the database refuses a value in it."""
+        try:
+            with Session(self.engine) as session, session.begin():
+                # Touching the counter row first takes SQLite's write lock / PostgreSQL's row lock.
+                session.execute(
+                    update(CounterRow).where(CounterRow.name == SEQUENCE).values(value=CounterRow.value)
+                )
+                first = session.scalar(select(CounterRow.value).where(CounterRow.name == SEQUENCE))
+                batch = WriteBatch(session, int(first))
+                yield batch
+                batch.flush()
+                session.execute(
+                    update(CounterRow).where(CounterRow.name == SEQUENCE).values(value=batch.last_seq)
+                )
+        except Exception as exc:
+            if _refused(exc) and not isinstance(exc, WriteRefused):
+                cause = exc.orig if isinstance(exc, StatementError) and exc.orig is not None else exc
+                raise WriteRefused(f"the store refused it: {type(cause).__name__}: {str(cause).strip()[:300]}") from exc
+            raise
 
     def set_embeddings(self, updates: Sequence[tuple[int, bytes]], encoder: str) -> None:
         """Replace embeddings after re-encoding; content and sequence are unchanged."""

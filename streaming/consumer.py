@@ -2,7 +2,8 @@
 
 At-least-once delivery made exactly-once in effect: a micro-batch is polled, bad records go
 to the dead-letter topic (acknowledged by the broker first), the rest are written to the
-store in one transaction and the indexes are updated, and only then are the offsets
+store in one transaction (one at a time if the store refuses a value in it; what it refuses
+is dead-lettered too) and the indexes are updated, and only then are the offsets
 committed. A crash anywhere before the commit redelivers the batch, and the version rules
 turn every redelivered or reordered event into a no-op.
 """
@@ -281,19 +282,23 @@ class DocumentConsumer:
         if not records:
             return False
         started = time.perf_counter()
-        events: list[DocumentEvent] = []
+        events: list[tuple[object, DocumentEvent]] = []
         dead: list[tuple[object, str]] = []
         for record in records:
             try:
-                events.append(
-                    parse_event(record.key, record.value, self.kafka.max_event_bytes, self.settings.ingest.max_text_chars)
-                )
+                event = parse_event(record.key, record.value, self.kafka.max_event_bytes, self.settings.ingest.max_text_chars)
             except BadEvent as exc:
                 dead.append((record, str(exc)))
+                continue
+            events.append((record, event))
         if dead:
             self._dead_letter(dead)
         if events:
-            report = self.collection.write([e.to_write() for e in events])
+            # An event the store refuses is dead-lettered too: redelivering it would only
+            # hold up its partition. A store that is down fails the batch, which comes again.
+            report, refused = self.collection.write_skipping_refused([event.to_write() for _, event in events])
+            if refused:
+                self._dead_letter([(events[position][0], reason) for position, reason in refused.items()])
             for outcome in Outcome:
                 if n := report.count(outcome):
                     self.metrics.events.labels(outcome.value).inc(n)

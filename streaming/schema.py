@@ -10,12 +10,11 @@ The key is the document id, so one document's changes share a partition and stay
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from search.documents import MAX_ID_LENGTH, DocumentWrite
+from search.documents import MAX_ID_LENGTH, DocumentWrite, Metadata, StoredText, Timestamp
 
 SCHEMA_VERSION = 1
 
@@ -25,14 +24,14 @@ class DocumentEvent(BaseModel):
 
     schema_: Literal[1] = Field(alias="schema")
     op: Literal["upsert", "delete"]
-    id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    id: StoredText = Field(min_length=1, max_length=MAX_ID_LENGTH)
     version: int = Field(ge=0, le=2**62)
-    title: str = ""
-    text: str = ""
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    category: str | None = Field(None, max_length=256)
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
+    title: StoredText = ""
+    text: StoredText = ""
+    metadata: Metadata = Field(default_factory=dict)
+    category: StoredText | None = Field(None, max_length=256)
+    created_at: Timestamp | None = None
+    updated_at: Timestamp | None = None
 
     def to_write(self) -> DocumentWrite:
         return DocumentWrite(**self.model_dump(exclude={"schema_"}))
@@ -54,6 +53,8 @@ def parse_event(key: bytes | None, value: bytes | None, max_bytes: int, max_text
         data = json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadEvent(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise BadEvent("invalid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise BadEvent("event must be a JSON object")
     try:

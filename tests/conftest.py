@@ -14,6 +14,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from search.config import Settings, load_settings  # noqa: E402
 from search.encoders.base import Encoder, Fingerprint, l2_normalise  # noqa: E402
+from search.store import WriteRefused  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "sample.jsonl"
@@ -111,3 +112,16 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return load_settings(data_dir=tmp_path / "data")
+
+
+def refuse_writes_of(monkeypatch: pytest.MonkeyPatch, collection, doc_id: str | None, reason: str) -> None:
+    """Make the store refuse every batch that holds ``doc_id`` (every batch: None), as a
+    database refuses a value it cannot hold: a refusal no check at the door foresaw."""
+    write = collection.indexes.indexer.write
+
+    def refusing(changes):
+        if doc_id is None or any(change.id == doc_id for change in changes):
+            raise WriteRefused(reason)
+        return write(changes)
+
+    monkeypatch.setattr(collection.indexes.indexer, "write", refusing)

@@ -20,7 +20,7 @@ from api.keys import KeyStore, Role
 from indexer.collection import open_collection
 from indexer.ingest import ingest
 from search.config import ApiSettings, load_settings
-from tests.conftest import SAMPLE, HashEncoder
+from tests.conftest import SAMPLE, HashEncoder, refuse_writes_of
 
 
 @pytest.fixture
@@ -324,3 +324,47 @@ def test_serving_process_freezes_start_up_objects_and_shortens_the_gil_interval(
         gc.unfreeze()
         sys.setswitchinterval(interval)
     assert ApiSettings().switch_interval_ms == 0.5  # the default a serving process gets
+
+
+def test_values_a_store_cannot_hold_are_refused_on_either_store(tmp_path: Path, store_url: str, monkeypatch) -> None:
+    """NUL characters, NaN, integers past 64 bits, dates that leave the calendar in UTC: each
+    is a 422 naming the field, the same on SQLite as on PostgreSQL (which had answered 500)."""
+    settings = load_settings(data_dir=tmp_path / "data", store={"url": store_url}, api={"auth": False}, cache={"redis_url": None})
+    collection = open_collection(settings, encoder=HashEncoder())
+    refused_documents = [
+        ({"id": "a", "text": "before\x00after"}, "text", "NUL"),
+        ({"id": "a\x00", "text": "x"}, "id", "NUL"),
+        ({"id": "a", "text": "x", "category": "c\x00"}, "category", "NUL"),
+        ({"id": "a", "text": "x", "metadata": {"k\x00": 1}}, "metadata", "NUL"),
+        ({"id": "a", "text": "x", "metadata": {"n": 2**64}}, "metadata", "64 bits"),
+        ({"id": "a", "text": "x", "metadata": {"deep": json.loads("[" * 40 + "]" * 40)}}, "metadata", "nested"),
+        ({"id": "a", "text": "x", "updated_at": "9999-12-31T23:00:00-05:00"}, "updated_at", "out of range"),
+    ]
+    with TestClient(create_app(settings, collection)) as client:
+        for doc, field, reason in refused_documents:
+            response = client.post("/documents", json={"documents": [doc]})
+            assert response.status_code == 422, (doc, response.text)
+            assert f"documents.0.{field}" in response.json()["error"] and reason in response.json()["error"]
+        nan = client.post("/documents", content=b'{"documents": [{"id": "a", "metadata": {"x": NaN}}]}',
+                          headers={"content-type": "application/json"})
+        assert nan.status_code == 422 and "NaN" in nan.json()["error"]
+        assert collection.store.stats().live == 0
+
+        # What is just inside the limits is stored, and ids may hold slashes (paths, URLs).
+        inside = {"id": "docs/guide.md", "text": "gliders", "metadata": {"n": 2**63 - 1, "deep": json.loads("[" * 31 + "]" * 31)}}
+        assert client.post("/documents", json={"documents": [inside]}).json()["applied"] == 1
+        assert client.get("/documents/docs/guide.md").json()["metadata"]["n"] == 2**63 - 1
+        assert client.get("/documents/docs%2Fguide.md").status_code == 200
+        assert client.get("/documents/x%00y").status_code == 404
+        for params in ({"updated_after": "9999-12-31T23:00:00-05:00"}, {"category": "c\x00"}, {"meta": "k\x00=1"}):
+            response = client.get("/search", params={"q": "gliders", **params})
+            assert response.status_code == 422 and response.json()["error"], (params, response.text)
+        assert client.get("/search", params={"q": "gliders", "mode": "lexical"}).json()["hits"][0]["id"] == "docs/guide.md"
+        assert client.delete("/documents/x%00y").status_code == 404
+        assert client.delete("/documents/docs/guide.md").json()["applied"] == 1
+        assert client.get("/documents/docs/guide.md").status_code == 404
+        # What the database might still refuse: a 422, nothing written.
+        refuse_writes_of(monkeypatch, collection, None, "the store refused it: DataError: value out of range")
+        response = client.post("/documents", json={"documents": [{"id": "b", "text": "fine"}]})
+        assert response.status_code == 422 and response.json()["error"].startswith("nothing was written: the store refused it")
+    collection.close()

@@ -19,7 +19,7 @@ from search.config import load_settings
 from search.documents import DocumentWrite
 from search.encoders.batching import MicroBatchingEncoder
 from search.engine import Hit, SearchResult
-from search.query_cache import CachedQueryEncoder, _decode, _encode, normalise_query
+from search.query_cache import CachedQueryEncoder, ResultCache, _decode, _encode, normalise_query
 from tests.conftest import HashEncoder
 
 DOCS = [
@@ -420,6 +420,19 @@ def test_cached_pages_round_trip_numpy_numbers_and_times() -> None:
     assert back.hits[0].updated_at == when and back.hits[0].score == 0.5
     assert back.weights == {"dense": 0.7} and type(back.weights["dense"]) is float
     assert back.hits[0].signals == {"dense": 0.25} and back.features == {"terms": 2}
+
+
+def test_a_page_json_cannot_carry_is_answered_uncached(caplog) -> None:
+    """A document stored before integers past 64 bits were refused must not turn every search
+    that finds it into a 500: the page is served, just not cached."""
+    cache = TieredCache([MemoryLevel(10, 60)])
+    results = ResultCache(cache, 60)
+    hit = Hit("old", 0.5, "T", "s", metadata={"n": 2**70})
+    results.set("page:old", SearchResult("q", "dynamic", [hit], {}))
+    assert cache.get("page:old", 60) is None
+    assert "not cached" in caplog.text and "64-bit" in caplog.text
+    results.set("page:new", SearchResult("q", "dynamic", [Hit("new", 0.5, "T", "s", metadata={"n": 2**62})], {}))
+    assert _decode(cache.get("page:new", 60)).hits[0].metadata == {"n": 2**62}
 
 
 class LoneAware(HashEncoder):

@@ -1,9 +1,11 @@
 """The write path against real parts: SQLite/PostgreSQL, FAISS, tantivy, the packaged model."""
 
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from indexer.collection import open_collection
 from indexer.layout import current_generation
@@ -11,7 +13,7 @@ from indexer.reindex import rebuild
 from indexer.versioning import Outcome
 from search.config import Settings, load_settings
 from search.documents import DocumentWrite
-from search.store import Store
+from search.store import Store, WriteRefused
 from search.vector_index import EncoderMismatch
 from tests.conftest import HashEncoder
 
@@ -200,3 +202,39 @@ def test_index_saved_with_another_factory_is_rebuilt_without_encoding(tmp_path: 
     assert sum(hash_encoder.calls[calls:]) <= 1  # at most the query; no document
     with open_collection(_settings(tmp_path, index=small), encoder=hash_encoder) as collection:
         assert not collection.vectors.layout_changed  # the migrated snapshot was saved
+
+
+def test_a_write_the_database_refuses_is_set_aside_and_the_rest_written(
+    tmp_path: Path, store_url: str, hash_encoder: HashEncoder
+) -> None:
+    """A value the checks at the door would have refused, built here without them: the
+    database refuses the batch whole (nothing committed, ``WriteRefused``), and
+    ``write_skipping_refused`` writes the others in order and says which one and why."""
+    year_10000 = datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5)))
+    unstorable = [DocumentWrite.model_construct(**{**DocumentWrite(id="late", text="x").model_dump(), "updated_at": year_10000})]
+    if store_url.startswith("postgresql"):  # psycopg2's own refusal
+        unstorable.append(DocumentWrite.model_construct(**{**DocumentWrite(id="nul", text="x").model_dump(), "text": "a\x00b"}))
+    with open_collection(_settings(tmp_path, store_url), encoder=hash_encoder) as collection:
+        for bad in unstorable:
+            with pytest.raises(WriteRefused, match="the store refused it"):
+                collection.write([DOCS[0], bad])
+        assert collection.store.stats().live == 0 and collection.store.last_seq() == 0
+
+        report, refused = collection.write_skipping_refused([DOCS[0], *unstorable, DOCS[1]])
+        assert list(refused) == list(range(1, len(unstorable) + 1))
+        assert "OverflowError" in refused[1] and all("NUL" in reason for reason in list(refused.values())[1:])
+        assert [(r.id, r.outcome) for r in report.results] == [("wing", Outcome.APPLIED), ("heat", Outcome.APPLIED)]
+        assert report.last_seq == collection.store.last_seq() == 2
+        assert set(_ids(collection, "wing slabs", "lexical")) == {"wing", "heat"}
+
+
+def test_only_bad_data_is_a_refusal_not_a_database_in_trouble(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    with pytest.raises(WriteRefused, match="ValueError: bad value"):
+        with store.writing():
+            raise ValueError("bad value")
+    locked = OperationalError("UPDATE counters", {}, Exception("database is locked"))
+    with pytest.raises(OperationalError):  # comes again later: never set aside as the data's fault
+        with store.writing():
+            raise locked
+    assert store.last_seq() == 0

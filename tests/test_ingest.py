@@ -4,7 +4,7 @@ from pathlib import Path
 from indexer.collection import open_collection
 from indexer.ingest import ingest, read_documents
 from search.config import load_settings
-from tests.conftest import SAMPLE, HashEncoder
+from tests.conftest import SAMPLE, HashEncoder, refuse_writes_of
 
 
 def _write_jsonl(path: Path, lines: list[str]) -> Path:
@@ -25,19 +25,42 @@ def test_bad_lines_are_reported_with_line_numbers_and_skipped(tmp_path: Path, ha
             json.dumps({"id": "b", "text": "x", "version": "seven"}),
             json.dumps({"id": "c", "text": "y" * 50}),
             json.dumps({"id": "d", "text": "delta", "updated_at": "2026-01-01T00:00:00Z", "category": "z"}),
+            # What no store could hold: refused here, not left to fail a batch in the database.
+            json.dumps({"id": "e", "text": "nul \x00 inside"}),
+            '{"id": "f", "metadata": {"x": NaN}}',
+            '{"id": "g", "metadata": {"x": ' + "[" * 5000 + "]" * 5000 + "}}",
+            json.dumps({"id": "h", "updated_at": "9999-12-31T23:00:00-05:00"}),
         ],
     )
     settings = load_settings(data_dir=tmp_path / "data")
     with open_collection(settings, encoder=hash_encoder) as collection:
         report = ingest(collection, source, batch_size=2, max_text_chars=40)
-        assert [b.line for b in report.bad] == [2, 3, 6, 7, 8]
+        assert [b.line for b in report.bad] == [2, 3, 6, 7, 8, 10, 11, 12, 13]
         assert "invalid JSON" in report.bad[0].error
         assert "id" in report.bad[1].error
         assert "version" in report.bad[3].error
         assert "longer than 40" in report.bad[4].error
+        assert "text" in report.bad[5].error and "NUL" in report.bad[5].error
+        assert "metadata" in report.bad[6].error and "NaN" in report.bad[6].error
+        assert "nested too deeply" in report.bad[7].error
+        assert "updated_at" in report.bad[8].error and "out of range" in report.bad[8].error
         assert (report.read, report.applied) == (3, 3)
         assert collection.store.get("7").text == "numeric beir id"
         assert collection.store.get("d").category == "z"
+
+
+def test_a_line_the_store_refuses_is_reported_and_the_rest_of_its_batch_written(
+    tmp_path: Path, hash_encoder: HashEncoder, monkeypatch
+) -> None:
+    """A refusal the checks at the door did not foresee (the store's write is wrapped here to
+    refuse one id): that line is a bad line, its batch neighbours are written."""
+    source = _write_jsonl(tmp_path / "docs.jsonl", [json.dumps({"id": i, "text": f"text {i}"}) for i in ("a", "refused", "c", "d")])
+    with open_collection(load_settings(data_dir=tmp_path / "data"), encoder=hash_encoder) as collection:
+        refuse_writes_of(monkeypatch, collection, "refused", "the store refused it: ValueError: not this one")
+        report = ingest(collection, source, batch_size=3, max_text_chars=100)
+        assert [(b.line, b.error) for b in report.bad] == [(2, "the store refused it: ValueError: not this one")]
+        assert (report.read, report.applied) == (3, 3)
+        assert [collection.store.get(i) is not None for i in ("a", "refused", "c", "d")] == [True, False, True, True]
 
 
 def test_rerun_skips_unchanged_and_applies_edits(tmp_path: Path, hash_encoder: HashEncoder) -> None:

@@ -27,7 +27,7 @@ from streaming.consumer import DocumentConsumer
 from streaming.producer import make_producer, publish
 from streaming.schema import BadEvent, DocumentEvent, parse_event
 from tests.broker import Broker
-from tests.conftest import HashEncoder
+from tests.conftest import HashEncoder, refuse_writes_of
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +93,10 @@ def test_event_schema() -> None:
         (b"a", json.dumps({"schema": 1, "op": "merge", "id": "a", "version": 3}).encode(), "op"),
         (b"a", json.dumps({"schema": 1, "op": "upsert", "id": "a", "version": 3, "text": "y" * 200}).encode(), "character limit"),
         (b"a", b"x" * 20_000, "byte limit"),
+        (b"a", json.dumps({"schema": 1, "op": "upsert", "id": "a", "version": 3, "text": "\x00"}).encode(), "NUL"),
+        (b"a", b'{"schema": 1, "op": "upsert", "id": "a", "version": 3, "metadata": {"x": Infinity}}', "infinity"),
+        (b"a", b'{"schema": 1, "op": "upsert", "id": "a", "version": 3, "metadata": {"x": ' + b"[" * 3000 + b"]" * 3000 + b"}}", "nested too deeply"),
+        (b"a", json.dumps({"schema": 1, "op": "upsert", "id": "a", "version": 3, "updated_at": "9999-12-31T23:00:00-05:00"}).encode(), "out of range"),
         (b"b", good, "does not match"),
         (None, None, "empty"),
     ]:
@@ -142,39 +146,53 @@ def test_duplicates_reordering_and_no_resurrection(tmp_path: Path, broker: Broke
         assert events("dss_consumer_events_total", {"outcome": "stale"}) == 3
 
 
-def test_poison_events_go_to_the_dead_letter_topic(tmp_path: Path, broker: Broker) -> None:
+def test_poison_events_go_to_the_dead_letter_topic(tmp_path: Path, broker: Broker, monkeypatch) -> None:
     settings = _settings(tmp_path, broker.bootstrap, max_event_bytes=4096)
     collection = open_collection(settings, encoder=HashEncoder())
+    refuse_writes_of(monkeypatch, collection, "p8", "the store refused it: ValueError: not this one")
     consumer = DocumentConsumer(settings, collection)
     consumer.start()
     raw = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    head = {"schema": 1, "op": "upsert", "version": 1}
     poison = [
         (b"p1", b"{not json"),
         (b"p2", json.dumps({"schema": 1, "op": "upsert", "id": "p2"}).encode()),
-        (b"p3", json.dumps({"schema": 1, "op": "upsert", "id": "p3", "version": 1, "metadata": "x"}).encode()),
-        (b"p4", json.dumps({"schema": 1, "op": "upsert", "id": "p4", "version": 1, "text": "z" * 5000}).encode()),
+        (b"p3", json.dumps({**head, "id": "p3", "metadata": "x"}).encode()),
+        (b"p4", json.dumps({**head, "id": "p4", "text": "z" * 5000}).encode()),
+        # What no store could hold; each had failed its whole batch, again and again.
+        (b"p5", json.dumps({**head, "id": "p5", "text": "nul \x00 inside"}).encode()),
+        (b"p6", b'{"schema": 1, "op": "upsert", "version": 1, "id": "p6", "metadata": {"x": NaN}}'),
+        (b"p7", b'{"schema": 1, "op": "upsert", "version": 1, "id": "p7", "metadata": {"x": ' + b"[" * 1500 + b"]" * 1500 + b"}}"),
+        (b"p8", _event("p8", 1, text="refused by the store").to_json()),
     ]
     for key, value in poison:
         raw.send(settings.kafka.topic, key=key, value=value)
-    raw.send(settings.kafka.topic, key=b"ok", value=_event("ok", 1, text="fine").to_json())
+        raw.send(settings.kafka.topic, key=b"ok" + key, value=_event("ok" + key.decode(), 1, text="fine").to_json())
     raw.flush()
     dead = lambda: consumer.metrics.registry.get_sample_value("dss_consumer_events_total", {"outcome": "dead_lettered"})
-    _wait(lambda: collection.store.get("ok") is not None and dead() == 4, what="the good event after the poison")
+    good = [f"okp{i}" for i in range(1, 9)]
+    _wait(lambda: all(collection.store.get(i) is not None for i in good) and dead() == 8, what="the good events beside the poison")
     dlq = KafkaConsumer(settings.kafka.dead_letter_topic, bootstrap_servers=broker.bootstrap,
                         auto_offset_reset="earliest", consumer_timeout_ms=10_000)
     letters = {}
     for record in dlq:
         letters[record.key] = json.loads(record.value)
-        if len(letters) == 4:
+        if len(letters) == 8:
             break
     dlq.close()
-    assert set(letters) == {b"p1", b"p2", b"p3", b"p4"}
+    assert set(letters) == {f"p{i}".encode() for i in range(1, 9)}
     assert "invalid JSON" in letters[b"p1"]["error"] and letters[b"p1"]["payload"] == "{not json"
     assert "version" in letters[b"p2"]["error"]
     assert "metadata" in letters[b"p3"]["error"]
     assert "byte limit" in letters[b"p4"]["error"]
+    assert "text" in letters[b"p5"]["error"] and "NUL" in letters[b"p5"]["error"]
+    assert "metadata" in letters[b"p6"]["error"] and "NaN" in letters[b"p6"]["error"]
+    assert "nested too deeply" in letters[b"p7"]["error"]
+    assert letters[b"p8"]["error"] == "the store refused it: ValueError: not this one"
     assert letters[b"p2"]["topic"] == settings.kafka.topic and isinstance(letters[b"p2"]["offset"], int)
-    assert consumer.metrics.registry.get_sample_value("dss_consumer_events_total", {"outcome": "dead_lettered"}) == 4
+    assert all(collection.store.get(f"p{i}") is None for i in range(1, 9))
+    assert consumer.metrics.registry.get_sample_value("dss_consumer_events_total", {"outcome": "dead_lettered"}) == 8
+    assert consumer.metrics.registry.get_sample_value("dss_consumer_events_total", {"outcome": "applied"}) == 8
     consumer.stop()
     raw.close()
     collection.close()
