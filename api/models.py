@@ -14,9 +14,13 @@ MAX_QUERY_CHARS = 10_000
 MAX_TEXT_CHARS = 1_000_000
 Mode = Literal["dense", "lexical", "hybrid", "rrf", "dynamic", "default"]
 Signal = Literal["dense", "lexical", "title", "category"]
-# A filter value is compared in the store: no NUL, integers of 64 bits (what stored metadata holds).
+# A filter value is compared in the store as what stored metadata may hold: no NUL, integers
+# of 64 bits, finite numbers.
 MetadataValue = (
-    Annotated[StrictStr, NUL_FREE] | StrictBool | Annotated[StrictInt, Field(ge=INT64[0], le=INT64[1])] | StrictFloat
+    Annotated[StrictStr, NUL_FREE]
+    | StrictBool
+    | Annotated[StrictInt, Field(ge=INT64[0], le=INT64[1])]
+    | Annotated[StrictFloat, Field(allow_inf_nan=False)]
 )
 
 

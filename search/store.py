@@ -32,9 +32,11 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    exists,
     func,
     insert,
     select,
+    type_coerce,
     update,
 )
 from sqlalchemy import text as sql_text
@@ -42,10 +44,11 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, ProgrammingError, StatementError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
 from search.documents import DocumentWrite, StoredDocument, as_utc, utcnow
-from search.filters import Filters
+from search.filters import Filters, Scalar
 
 SCHEMA_VERSION = 1
 SEQUENCE = "change_seq"
@@ -398,17 +401,26 @@ class Store:
         if filters.updated_before:
             query = query.where(DocumentRow.updated_at < filters.updated_before)
         for name, value in filters.metadata.items():
-            field = DocumentRow.meta[name]
-            if isinstance(value, bool):
-                query = query.where(field.as_boolean() == value)
-            elif isinstance(value, int):
-                query = query.where(field.as_integer() == value)
-            elif isinstance(value, float):
-                query = query.where(field.as_float() == value)
-            else:
-                query = query.where(field.as_string() == value)
+            query = query.where(self._metadata_equals(name, value))
         with Session(self.engine) as session:
             return [int(k) for k in session.scalars(query)]
+
+    def _metadata_equals(self, name: str, value: Scalar) -> ColumnElement[bool]:
+        """Top-level field ``name`` equals ``value`` as JSON: a number only a number (1 and 1.0
+        alike), a string only that string, true only true. Never a cast: a document whose field
+        holds another type is just not a match (casting had failed the whole query on
+        PostgreSQL, and on SQLite had matched "abc" to 0 and 1.5 to 1)."""
+        if self.engine.dialect.name == "postgresql":  # JSONB containment compares JSON types
+            return type_coerce(DocumentRow.meta, JSONB).contains({name: value})
+        # SQLite: json_each gives each top-level key with its JSON type; any key name is safe.
+        fields = func.json_each(DocumentRow.meta).table_valued("key", "type", "value")
+        if isinstance(value, bool):
+            matches = fields.c.type == ("true" if value else "false")
+        elif isinstance(value, (int, float)):
+            matches = fields.c.type.in_(("integer", "real")) & (fields.c.value == value)
+        else:
+            matches = (fields.c.type == "text") & (fields.c.value == value)
+        return exists().where(fields.c.key == name, matches)
 
     def changes_since(self, seq: int, batch_size: int = 1000) -> Iterator[list[StoredDocument]]:
         """Every document (tombstones included) whose last change is after ``seq``, in order."""

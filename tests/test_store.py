@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import text
 
 from search.documents import DocumentWrite
+from search.filters import Filters
 from search.store import SchemaError, Store
 
 
@@ -145,4 +146,32 @@ def test_processes_creating_the_same_store_at_once_all_start(store_url: str) -> 
     assert [p.exitcode for p in processes] == [0, 0, 0, 0]
     store = Store(store_url)
     assert store.last_seq() == 0
+    store.close()
+
+
+def test_metadata_filters_compare_json_types_without_casting(store_url: str) -> None:
+    """A filter matches a field's JSON value, never a cast of it: on PostgreSQL a cast of a
+    non-number failed the whole query, on SQLite "abc" matched 0 and 1.5 matched 1."""
+    store = Store(store_url)
+    values = {"int": 1, "real": 1.0, "half": 1.5, "string": "1", "word": "abc", "true": True,
+              "false": False, "list": [1], "object": {"n": 1}, "null": None}
+    keys = {}
+    for name, value in values.items():
+        _upsert(store, DocumentWrite(id=name, text="x", metadata={"n": value, "it's.a key": name}), 1)
+        keys[store.get(name).key] = name
+    _upsert(store, DocumentWrite(id="none", text="x"), 1)
+
+    def matching(value: Any, field: str = "n") -> set[str]:
+        return {keys[k] for k in store.keys_matching(Filters(metadata={field: value}))}
+
+    assert matching(1) == matching(1.0) == {"int", "real"}
+    assert matching(1.5) == {"half"}
+    assert matching(0) == set()
+    assert matching("1") == {"string"}
+    assert matching("abc") == {"word"}
+    assert matching(True) == {"true"} and matching(False) == {"false"}
+    assert matching("word", field="it's.a key") == {"word"}
+    assert matching(1, field="missing") == set()
+    both = Filters(metadata={"n": 1, "it's.a key": "real"})
+    assert {keys[k] for k in store.keys_matching(both)} == {"real"}
     store.close()
