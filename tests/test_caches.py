@@ -476,6 +476,16 @@ def test_micro_batching_encodes_a_query_alone_only_when_nothing_else_waits() -> 
     assert inner.paths == [("lone", ("swept wing",))]
 
 
+def test_micro_batch_max_1_still_encodes_on_the_batchers_thread() -> None:
+    """Batching off is not encoding on the caller's thread: an event loop that submits a
+    query must never block on the encoder."""
+    single = MicroBatchingEncoder(LoneAware(delay_s=0.05), max_batch=1, max_wait_ms=0)
+    started = time.perf_counter()
+    pending = single.submit_queries(["wing"])
+    assert time.perf_counter() - started < 0.04 and not pending.done()
+    np.testing.assert_array_equal(pending.result(timeout=5), HashEncoder().encode_queries(["wing"]))
+
+
 def test_the_engine_asks_for_a_lone_encoding_only_when_it_answers_nothing_else(tmp_path: Path, minilm) -> None:
     settings = load_settings(data_dir=tmp_path / "data", cache={"redis_url": None})
     with open_collection(settings, encoder=minilm) as collection:

@@ -45,7 +45,7 @@ class MicroBatchingEncoder(Encoder):
 
     def submit_queries(self, texts: Sequence[str], alone: bool = False) -> Future[np.ndarray]:
         texts = list(texts)
-        if len(texts) >= self.max_batch:
+        if len(texts) > self.max_batch:  # more than a batch: encoded at once, on the caller's thread
             return completed(self.inner.encode_queries, texts)
         self._ensure_worker()
         future: Future[np.ndarray] = Future()
