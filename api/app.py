@@ -31,7 +31,7 @@ from api.forward import ForwardToPrimary, primary_socket
 from api.jobs import JobConflict, ReindexJobs
 from api.front import ROUTE_LABEL, ResponsePages, SearchFront, header, page_body
 from api.keys import KeyStore, Role, refusal
-from api.logs import request_id
+from api.logs import RequestLog, request_id
 from api.metrics import Metrics
 from api.models import (
     DocumentBatch,
@@ -186,6 +186,7 @@ class RequestObserver:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.log = RequestLog(log)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -210,10 +211,7 @@ class RequestObserver:
             services: Services | None = getattr(scope["app"].state, "services", None)
             if services is not None:
                 services.metrics.observe_request(scope["method"], route, str(status), seconds)
-            log.info(
-                "request",
-                extra={"method": scope["method"], "route": route, "status": status, "ms": round(seconds * 1000, 2)},
-            )
+            self.log.write(rid, {"method": scope["method"], "route": route, "status": status, "ms": round(seconds * 1000, 2)})
             request_id.reset(token)
 
 
