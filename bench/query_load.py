@@ -15,9 +15,12 @@ cranfield queries; the uncached mix appends a random 9-digit number to each, the
 draws them with P(rank r) ∝ 1/r^1.1, the cached mix draws them uniformly after a warm-up pass.
 The load generator is wrk (Debian package `wrk`) on the same
 machine: one thread, one keep-alive connection per concurrent client, paths replayed from a
-file. Each figure is the median of --runs runs. The server is measured with each --workers
-count in turn (one process; a primary and replicas behind the same port).
-Writes JSON to bench/results/query_load.json.
+file. Every server is up at once: one for each --workers count (one process; a primary and
+replicas behind the same port), each on its own copy of the data directory, and txtai's. They
+take turns within each run, in an order that rotates from run to run, so that the machine's
+drift over the minutes falls on all of them alike; each figure is the median of --runs runs.
+The encoder ceilings are timed before the servers start and again after they stop, and the
+better of the two is the ceiling. Writes JSON to bench/results/query_load.json.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote_plus, unquote_plus
 
@@ -117,32 +121,49 @@ def load(url: str, headers: dict, concurrency: int, seconds: float, paths: list[
     return {"qps": result["requests"] / result["seconds"], **{k: result[k] for k in ("p50_ms", "p99_ms", "errors")}}
 
 
-def measure(
-    url: str, template: str, headers: dict, queries: list[str], seconds: float, runs: int, work: Path, server: str
-) -> list[dict]:
-    """Every mix at every concurrency on one server; ``server`` seeds its draws, so that no server
-    meets an uncached query that an earlier one in this run answered (Redis is shared)."""
-    rows = []
+@dataclass(frozen=True)
+class Target:
+    """A server under load: its name in the report, URL, search path template and headers."""
+
+    name: str
+    url: str
+    template: str
+    headers: dict
+
+
+def measure(targets: list[Target], queries: list[str], seconds: float, runs: int, work: Path) -> dict[str, list[dict]]:
+    """Every mix at every concurrency on every server, the servers taking turns within each of
+    the --runs runs (the order rotating from run to run), so that the machine's drift between
+    minutes falls on all of them alike and their ratios are measured side by side. Each server
+    seeds its own draws, so that none meets an uncached query that another answered (Redis is
+    shared)."""
+    rows: dict[str, list[dict]] = {t.name: [] for t in targets}
     for mix in ("uncached", "zipf", "cached"):
         if mix == "cached":  # answer every query once, so that the mix is all hits
-            with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
-                for q in queries:
-                    http.get(template.format(q=quote_plus(q))).raise_for_status()
+            for target in targets:
+                with httpx.Client(base_url=target.url, headers=target.headers, timeout=60) as http:
+                    for q in queries:
+                        http.get(target.template.format(q=quote_plus(q))).raise_for_status()
         for concurrency in CONCURRENCY:
-            results = []
+            results: dict[str, list[dict]] = {t.name: [] for t in targets}
             for run in range(runs):
-                # enough unique paths that the fastest run cannot wrap round
-                seed = f"{server}-{concurrency}-{run}"
-                paths = query_paths(queries, mix, seed=seed, count=int(seconds * 3000), template=template)
-                results.append(load(url, headers, concurrency, seconds, paths, work))
-            row = {
-                "mix": mix,
-                "concurrency": concurrency,
-                **{key: round(statistics.median(r[key] for r in results), 2) for key in ("qps", "p50_ms", "p99_ms")},
-                "errors": sum(r["errors"] for r in results),
-            }
-            rows.append(row)
-            print(f"  {mix:8} c={concurrency:<3} {row['qps']:8.1f} QPS  p50 {row['p50_ms']:8.2f} ms  p99 {row['p99_ms']:8.2f} ms  errors {row['errors']}", flush=True)
+                turn = run % len(targets)
+                for target in targets[turn:] + targets[:turn]:
+                    # enough unique paths that the fastest run cannot wrap round
+                    seed = f"{target.name}-{concurrency}-{run}"
+                    paths = query_paths(queries, mix, seed=seed, count=int(seconds * 3000), template=target.template)
+                    results[target.name].append(load(target.url, target.headers, concurrency, seconds, paths, work))
+            for target in targets:
+                runs_of = results[target.name]
+                row = {
+                    "mix": mix,
+                    "concurrency": concurrency,
+                    **{key: round(statistics.median(r[key] for r in runs_of), 2) for key in ("qps", "p50_ms", "p99_ms")},
+                    "errors": sum(r["errors"] for r in runs_of),
+                }
+                rows[target.name].append(row)
+                print(f"  {target.name:8} {mix:8} c={concurrency:<3} {row['qps']:8.1f} QPS  p50 {row['p50_ms']:8.2f} ms  "
+                      f"p99 {row['p99_ms']:8.2f} ms  errors {row['errors']}", flush=True)
     return rows
 
 
@@ -219,6 +240,56 @@ def encoder_ceiling(settings: dict, queries: list[str], repeats: int = 3) -> dic
     return {"best": max(rates.values()), **rates}
 
 
+def encoder_ceilings(
+    ceilings: dict[str, dict], queries: list[str], tagged: list[str], when: str
+) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Each encoder's ceiling on the plain queries and on texts of the uncached mix."""
+    print(f"encoder ceiling, {when} the load (cranfield queries, q/s by batch size; best = the ceiling):", flush=True)
+    plain, uncached = {}, {}
+    for name, encoder_settings in ceilings.items():
+        plain[name] = encoder_ceiling(encoder_settings, queries)
+        print(f"  {name:10}", plain[name], flush=True)
+        uncached[name] = encoder_ceiling(encoder_settings, tagged)
+        print(f"  {name:10} (uncached-mix texts)", uncached[name], flush=True)
+    return plain, uncached
+
+
+def fresh_copy(source: Path, target: Path) -> Path:
+    """A new copy of a data directory, without what its serving processes made (replicas,
+    metrics, sockets)."""
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("replicas", "metrics", "*.sock"))
+    return target
+
+
+@contextmanager
+def txtai_server(python: Path, work: Path, corpus: Path, report: dict) -> Iterator[str]:
+    """txtai's API (hybrid, one uvicorn worker) over the same documents, its index built once."""
+    index_dir = work / "txtai-index"
+    if not index_dir.exists():
+        from search.encoders.sentence import resolve_model_path
+
+        started = time.perf_counter()
+        model = resolve_model_path("all-MiniLM-L6-v2")
+        subprocess.run([str(python), "-c", TXTAI_BUILD, str(corpus), model, str(index_dir)], check=True)
+        report["txtai_index_s"] = round(time.perf_counter() - started, 1)
+    config = work / "txtai.yml"
+    config.write_text(f"path: {index_dir}\nwritable: false\nembeddings:\n")  # the key enables the router
+    port = free_port()
+    server = subprocess.Popen(
+        [str(python), "-m", "uvicorn", "txtai.api:app", "--port", str(port), "--log-level", "warning"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "CONFIG": str(config), "HF_HUB_OFFLINE": "1"},
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, "/search?query=wing&limit=1")
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+
+
 TXTAI_BUILD = textwrap.dedent(
     """
     import json, sys
@@ -267,70 +338,59 @@ def main() -> None:
     subprocess.run([*DSS, "ingest", str(corpus), "--data-dir", str(data_dir)], check=True, env=env)
     report["dss_ingest_s"] = round(time.perf_counter() - started, 1)
 
-    print("encoder ceiling (cranfield queries, q/s by batch size; best = the ceiling):", flush=True)
     # fp32 ceilings use the runtime's own thread count (all cores): the best the bare model does.
     ceilings = {"torch fp32": {"runtime": "torch", "device": args.device}, "server": server_encoder}
     if not args.device.startswith("cuda"):  # ONNX Runtime here is the CPU path
         ceilings["onnx fp32"] = {"runtime": "onnx", "query_threads": None}
     # ...and on texts of the uncached mix, which the server encodes: the like-for-like ceiling.
     tagged = [unquote_plus(path) for path in query_paths(queries, "uncached", "ceiling", len(queries), "{q}")]
-    report["ceiling_qps"], report["ceiling_qps_uncached_texts"] = {}, {}
-    for name, encoder_settings in ceilings.items():
-        report["ceiling_qps"][name] = encoder_ceiling(encoder_settings, queries)
-        print(f"  {name:10}", report["ceiling_qps"][name], flush=True)
-        report["ceiling_qps_uncached_texts"][name] = encoder_ceiling(encoder_settings, tagged)
-        print(f"  {name:10} (uncached-mix texts)", report["ceiling_qps_uncached_texts"][name], flush=True)
+    # Timed before the servers start and again after they stop: the ceiling is the better of the two.
+    report["ceiling_qps"], report["ceiling_qps_uncached_texts"] = encoder_ceilings(ceilings, queries, tagged, "before")
 
-    key = reader_key(data_dir, env)
-    report["dss"] = {}
-    for workers in [int(w) for w in args.workers.split(",")]:
-        started = time.perf_counter()  # a replica's first start builds its index copy from the store
-        with dss_server(data_dir, workers, env) as url:
+    worker_counts = [int(w) for w in args.workers.split(",")]
+    with ExitStack() as servers:
+        targets = []
+        for workers in worker_counts:
+            # A data directory of its own for each server (they serve at the same time).
+            data = data_dir if workers == worker_counts[0] else fresh_copy(data_dir, work / f"dss-{workers}-workers")
+            key = reader_key(data, env)
+            started = time.perf_counter()  # a replica's first start builds its index copy from the store
+            url = servers.enter_context(dss_server(data, workers, env))
             report.setdefault("dss_ready_s", {})[str(workers)] = round(time.perf_counter() - started, 1)
-            print(f"deepseek-search ({args.docs} docs, runtime {args.runtime}, {workers} worker(s)):", flush=True)
-            report["dss"][str(workers)] = measure(url, "/search?q={q}&k=10", {"X-API-Key": key}, queries, args.seconds, args.runs, work, f"dss{workers}")
+            targets.append(Target(f"dss{workers}", url, "/search?q={q}&k=10", {"X-API-Key": key}))
+        if args.txtai_python:
+            url = servers.enter_context(txtai_server(args.txtai_python, work, corpus, report))
+            targets.append(Target("txtai", url, "/search?query={q}&limit=10", {}))
+        print(f"query load, the servers taking turns in each run: dss1 = deepseek-search ({args.docs} docs, runtime "
+              f"{args.runtime}, 1 process), dssN = N processes, txtai = txtai's API (hybrid, one uvicorn worker):", flush=True)
+        rows = measure(targets, queries, args.seconds, args.runs, work)
+    report["dss"] = {str(w): rows[f"dss{w}"] for w in worker_counts}
 
-    if args.txtai_python:
-        index_dir = work / "txtai-index"
-        if not index_dir.exists():
-            from search.encoders.sentence import resolve_model_path
-
-            started = time.perf_counter()
-            model = resolve_model_path("all-MiniLM-L6-v2")
-            subprocess.run([str(args.txtai_python), "-c", TXTAI_BUILD, str(corpus), model, str(index_dir)], check=True)
-            report["txtai_index_s"] = round(time.perf_counter() - started, 1)
-        config = work / "txtai.yml"
-        config.write_text(f"path: {index_dir}\nwritable: false\nembeddings:\n")  # the key enables the router
-        port = free_port()
-        server = subprocess.Popen(
-            [str(args.txtai_python), "-m", "uvicorn", "txtai.api:app", "--port", str(port), "--log-level", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ, "CONFIG": str(config), "HF_HUB_OFFLINE": "1"},
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_ready(url, "/search?query=wing&limit=1")
-            print("txtai API (hybrid, one uvicorn worker):", flush=True)
-            report["txtai"] = measure(url, "/search?query={q}&limit=10", {}, queries, args.seconds, args.runs, work, "txtai")
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=60)
+    after = encoder_ceilings(ceilings, queries, tagged, "after")
+    report["ceiling_qps_after"], report["ceiling_qps_uncached_texts_after"] = after
+    if "txtai" in rows:
+        report["txtai"] = rows["txtai"]
         report["ratio_to_txtai"] = {}
-        for workers, rows in report["dss"].items():
-            ours = {(r["mix"], r["concurrency"]): r["qps"] for r in rows}
+        for workers, ours_rows in report["dss"].items():
+            ours = {(r["mix"], r["concurrency"]): r["qps"] for r in ours_rows}
             report["ratio_to_txtai"][workers] = {
                 f"{r['mix']}@{r['concurrency']}": round(ours[(r["mix"], r["concurrency"])] / r["qps"], 2)
                 for r in report["txtai"] if r["qps"]
             }
             print(f"QPS ratio, deepseek-search ({workers} worker(s)) / txtai:", report["ratio_to_txtai"][workers], flush=True)
-    for suffix, key in (("", "ceiling_qps"), ("_uncached_texts", "ceiling_qps_uncached_texts")):
-        fp32 = max(report[key][name]["best"] for name in ("torch fp32", "onnx fp32") if name in report[key])
+    for suffix in ("", "_uncached_texts"):
+        fp32 = max(
+            timing[name]["best"]
+            for timing in (report[f"ceiling_qps{suffix}"], report[f"ceiling_qps{suffix}_after"])
+            for name in ("torch fp32", "onnx fp32") if name in timing
+        )
         report[f"fp32_ceiling_qps{suffix}"] = fp32
         shares = report[f"uncached_share_of_fp32_ceiling{suffix}"] = {}
-        for workers, rows in report["dss"].items():
-            shares[workers] = {str(r["concurrency"]): round(r["qps"] / fp32, 3) for r in rows if r["mix"] == "uncached"}
+        for workers, ours_rows in report["dss"].items():
+            shares[workers] = {str(r["concurrency"]): round(r["qps"] / fp32, 3) for r in ours_rows if r["mix"] == "uncached"}
             texts = "uncached-mix texts" if suffix else "the queries"
-            print(f"uncached QPS / best fp32 ceiling on {texts} ({fp32} q/s), {workers} worker(s):", shares[workers], flush=True)
+            print(f"uncached QPS / best fp32 ceiling on {texts} ({fp32} q/s, the better of before and after), "
+                  f"{workers} worker(s):", shares[workers], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")
