@@ -108,8 +108,35 @@ end
 """
 
 
+def busy_share(window_s: float) -> float:
+    """The share of every core's time that was busy over the next ``window_s`` (/proc/stat)."""
+
+    def ticks() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            fields = [int(f) for f in stat.readline().split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields[:8]) - idle, sum(fields[:8])
+
+    busy, total = ticks()
+    time.sleep(window_s)
+    busy2, total2 = ticks()
+    return (busy2 - busy) / max(1, total2 - total)
+
+
+def settle(limit_s: float = 60, quiet: float = 0.1) -> None:
+    """Until the machine is quiet: a server goes on with the requests a finished run left in
+    flight (txtai with 64 clients: seconds of both cores), which must not fall on the next run."""
+    started = time.monotonic()
+    while busy_share(0.25) > quiet and time.monotonic() < started + limit_s:
+        pass
+    if (waited := time.monotonic() - started) > 2:
+        print(f"    (waited {waited:.1f} s for the machine to quiet down)", flush=True)
+
+
 def load(url: str, headers: dict, concurrency: int, seconds: float, paths: list[str], work: Path) -> dict:
-    """One wrk run: one thread (it needs a fraction of a core) and ``concurrency`` connections."""
+    """One wrk run: one thread (it needs a fraction of a core) and ``concurrency`` connections,
+    on a quiet machine."""
+    settle()
     script, path_file = work / "load.lua", work / "paths.txt"
     script.write_text(WRK_SCRIPT)
     path_file.write_text("\n".join(paths) + "\n")
