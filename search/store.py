@@ -410,7 +410,7 @@ class Store:
         alike), a string only that string, true only true. Never a cast: a document whose field
         holds another type is just not a match (casting had failed the whole query on
         PostgreSQL, and on SQLite had matched "abc" to 0 and 1.5 to 1)."""
-        if self.engine.dialect.name == "postgresql":  # JSONB containment compares JSON types
+        if self.dialect == "postgresql":  # JSONB containment compares JSON types
             return type_coerce(DocumentRow.meta, JSONB).contains({name: value})
         # SQLite: json_each gives each top-level key with its JSON type; any key name is safe.
         fields = func.json_each(DocumentRow.meta).table_valued("key", "type", "value")
