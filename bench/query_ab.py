@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from query_load import dss_server, load, query_paths, reader_key  # noqa: E402
+from query_load import SERVED, dss_server, load, query_paths, reader_key  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SEQUENTIAL = 300
@@ -48,7 +48,7 @@ def checkout(base: str, work: Path) -> Path:
 
 def data_copy(source: Path, target: Path) -> Path:
     if not target.is_dir():
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns("replicas", "metrics", "*.sock"))
+        shutil.copytree(source, target, ignore=SERVED)
     return target
 
 

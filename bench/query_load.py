@@ -281,11 +281,14 @@ def encoder_ceilings(
     return plain, uncached
 
 
+# What serving processes make in a data directory (replicas, metrics, sockets): never copied.
+SERVED = shutil.ignore_patterns("replicas", "metrics", "*.sock")
+
+
 def fresh_copy(source: Path, target: Path) -> Path:
-    """A new copy of a data directory, without what its serving processes made (replicas,
-    metrics, sockets)."""
+    """A new copy of a data directory, without what its serving processes made."""
     shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("replicas", "metrics", "*.sock"))
+    shutil.copytree(source, target, ignore=SERVED)
     return target
 
 
