@@ -37,6 +37,12 @@ MODE_HELP = "dense | lexical | hybrid | rrf | dynamic | default"
 ModeOption = Annotated[str, typer.Option("--mode", help=MODE_HELP)]
 
 
+def _query_runtime(query_setup: str) -> str:
+    """The path queries take, as ``runtime: auto`` chose it (e.g. "onnx, int8 model")."""
+    setup = json.loads(query_setup)
+    return setup["runtime"] + (", int8 model" if setup.get("int8_queries") else "")
+
+
 def _settings(config: Path | None, data_dir: Path | None) -> Settings:
     try:
         return load_settings(config, data_dir=data_dir)
@@ -286,6 +292,7 @@ def stats(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
             "change sequence": store.last_seq,
             "encoder": str(collection.encoder.fingerprint),
             "encoder device": collection.encoder.device,
+            "query runtime": _query_runtime(collection.encoder.query_setup),
             "vector index": state.kind,
             "vector count": state.count,
             "trained": f"yes, at {state.trained_size} vectors (nlist {state.nlist})"

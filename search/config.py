@@ -44,8 +44,9 @@ class EncoderSettings(_Section):
     query_instruction: str = ""
     threads: int | None = Field(None, ge=1, le=1024)  # intra-op threads; None = the runtime's default
     # sentence-transformers backend: torch, or ONNX Runtime (fp32: the same vectors; int8:
-    # faster, approximate vectors under their own fingerprint).
-    runtime: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    # faster, approximate vectors under their own fingerprint). auto: ONNX Runtime with the
+    # int8 query model where that path applies (the CPU, a mean-pooled model), else torch.
+    runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
     # onnx only: documents in fp32, queries through the int8 model (cosine >= 0.987 to fp32,
     # no nDCG@10 loss over 0.005 on cranfield and cisi, ~2x the best fp32 query throughput).
     # The index keeps the fp32 fingerprint: documents are exact, only queries are approximated.

@@ -31,11 +31,12 @@ def _clean_dss_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def minilm() -> Encoder:
-    """The real packaged all-MiniLM-L6-v2 (loaded once per test session)."""
+    """The real packaged all-MiniLM-L6-v2 on torch, the reference the other runtimes are held
+    to (loaded once per test session; the served processes run the default, ``auto``)."""
     from search.config import EncoderSettings
     from search.encoders import load_encoder
 
-    return load_encoder(EncoderSettings())
+    return load_encoder(EncoderSettings(runtime="torch"))
 
 
 class HashEncoder(Encoder):

@@ -141,6 +141,47 @@ def test_int8_queries_keep_the_fp32_documents_and_fingerprint(tmp_path, minilm) 
         EncoderSettings(runtime="torch", int8_queries=True)
 
 
+def test_auto_runtime_puts_documents_on_torch_and_queries_on_the_int8_model(tmp_path, minilm, monkeypatch) -> None:
+    import json
+
+    import search.encoders as encoders
+    from search.encoders.split import SplitEncoder
+
+    assert EncoderSettings().runtime == "auto"  # the default
+    encoder = load_encoder(EncoderSettings(onnx_cache_dir=tmp_path))
+    assert isinstance(encoder, SplitEncoder) and encoder.fingerprint == minilm.fingerprint  # one index
+    texts = ["boundary layer transition on a swept wing", "最新的开源大模型", "heat " * 300]
+    np.testing.assert_allclose(encoder.encode_documents(texts), minilm.encode_documents(texts), atol=1e-6)
+    explicit = load_encoder(EncoderSettings(runtime="onnx", int8_queries=True, onnx_cache_dir=tmp_path))
+    np.testing.assert_array_equal(encoder.encode_queries(texts), explicit.encode_queries(texts))
+    np.testing.assert_array_equal(encoder.encode_lone_query(texts[0]), explicit.encode_queries(texts[:1]))
+    # Cache keys name the path taken, never "auto": the same as the explicit int8 query path.
+    assert encoder.query_setup == explicit.query_setup
+    assert (json.loads(encoder.query_setup)["runtime"], encoder.query_model) == ("onnx", explicit.query_model)
+    # Everything stays on torch elsewhere: another backend, another pooling, a GPU.
+    assert not encoders.int8_queries_apply(EncoderSettings(backend="deepseek", model=str(tmp_path)))
+    cls_model = tmp_path / "cls-model"
+    (cls_model / "1_Pooling").mkdir(parents=True)
+    (cls_model / "1_Pooling" / "config.json").write_text('{"pooling_mode_cls_token": true}')
+    assert not encoders.int8_queries_apply(EncoderSettings(model=str(cls_model)))
+    assert encoders.int8_queries_apply(EncoderSettings())
+    monkeypatch.setattr(encoders, "resolve_device", lambda requested: "cuda")
+    assert not encoders.int8_queries_apply(EncoderSettings())
+
+
+def test_auto_runtime_keeps_queries_on_torch_when_onnx_cannot_load(tmp_path, minilm, caplog) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")  # the export cannot make its cache directory under a file
+    with caplog.at_level("WARNING", logger="search.encoders"):
+        encoder = load_encoder(EncoderSettings(onnx_cache_dir=blocked / "onnx"))
+    assert "no ONNX query model, queries stay on torch" in caplog.text
+    assert '"runtime": "torch"' in encoder.query_setup
+    text = ["heat conduction in a cylinder"]
+    np.testing.assert_allclose(encoder.encode_queries(text), minilm.encode_queries(text), atol=1e-6)
+    with pytest.raises(OSError):  # asked for by name, the runtime's failure is the caller's to see
+        load_encoder(EncoderSettings(runtime="onnx", onnx_cache_dir=blocked / "onnx"))
+
+
 def test_query_threads_give_queries_their_own_session_with_the_same_vectors(tmp_path, minilm) -> None:
     from search.config import EncoderSettings
     from search.encoders import load_encoder

@@ -38,9 +38,15 @@ DEFAULT_CACHE = Path.home() / ".cache" / "deepseek-search" / "onnx"
 log = logging.getLogger(__name__)
 
 
-def _check_mean_pooling(path: Path) -> None:
+def mean_pooled(path: Path) -> bool:
+    """Whether the sentence-transformers model at ``path`` pools by the mean (what the
+    exported graph computes)."""
     config = path / "1_Pooling" / "config.json"
-    if not config.is_file() or not json.loads(config.read_text()).get("pooling_mode_mean_tokens"):
+    return config.is_file() and bool(json.loads(config.read_text()).get("pooling_mode_mean_tokens"))
+
+
+def _check_mean_pooling(path: Path) -> None:
+    if not mean_pooled(path):
         raise ValueError(f"encoder.runtime onnx supports mean-pooled sentence-transformers models; {path} is not one")
 
 
@@ -68,7 +74,7 @@ def export(path: Path, target: Path) -> None:
     sample = tokenizer(["a query", "a somewhat longer second text"], padding=True, return_tensors="pt")
     axes = {name: {0: "batch", 1: "tokens"} for name in INPUTS} | {"embedding": {0: "batch"}}
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
+    partial = _partial(target)
     with torch.no_grad():
         torch.onnx.export(
             Pooled(),
@@ -106,7 +112,7 @@ def quantise(source: Path, target: Path) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    partial = target.with_suffix(".partial")
+    partial = _partial(target)
     quantize_dynamic(
         str(source),
         str(partial),
@@ -117,6 +123,13 @@ def quantise(source: Path, target: Path) -> None:
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
     partial.replace(target)
+
+
+def _partial(target: Path) -> Path:
+    """Where this process writes ``target`` before moving it into place: its own file, so that
+    processes starting side by side on an empty cache (``dss serve --workers N``) never write
+    into one another's; each move is atomic and the last one wins."""
+    return target.with_name(f"{target.name}.{os.getpid()}.partial")
 
 
 def model_file(path: Path, int8: bool, cache_dir: Path) -> Path:
@@ -131,7 +144,7 @@ def model_file(path: Path, int8: bool, cache_dir: Path) -> Path:
         return fp32
     q8 = cache_dir / f"{stem}.int8-matmul-fused.onnx"  # named by recipe: a file of another recipe is not reused
     if not q8.is_file():
-        fused = cache_dir / f"{stem}.fused.partial.onnx"
+        fused = _partial(cache_dir / f"{stem}.fused.onnx")
         fuse(fp32, fused, json.loads((path / "config.json").read_text()))
         try:
             quantise(fused, q8)
