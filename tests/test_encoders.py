@@ -150,6 +150,9 @@ def test_auto_runtime_puts_documents_on_torch_and_queries_on_the_int8_model(tmp_
     assert EncoderSettings().runtime == "auto"  # the default
     encoder = load_encoder(EncoderSettings(onnx_cache_dir=tmp_path))
     assert isinstance(encoder, SplitEncoder) and encoder.fingerprint == minilm.fingerprint  # one index
+    assert encoder.queries.session is None  # no fp32 ONNX session beside torch (~95 MB)
+    with pytest.raises(RuntimeError, match="queries only"):
+        encoder.queries.encode_documents(["a document"])
     texts = ["boundary layer transition on a swept wing", "最新的开源大模型", "heat " * 300]
     np.testing.assert_allclose(encoder.encode_documents(texts), minilm.encode_documents(texts), atol=1e-6)
     explicit = load_encoder(EncoderSettings(runtime="onnx", int8_queries=True, onnx_cache_dir=tmp_path))

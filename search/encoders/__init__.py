@@ -43,11 +43,12 @@ def _load_auto(settings: EncoderSettings) -> tuple[Encoder, EncoderSettings]:
     documents = _load(torch_settings)
     if not int8_queries_apply(settings):
         return documents, torch_settings
+    from search.encoders.onnx import OnnxEncoder
     from search.encoders.split import SplitEncoder
 
     query_settings = settings.model_copy(update={"runtime": "onnx", "int8_queries": True})
     try:
-        queries = _load(query_settings)
+        queries = OnnxEncoder(query_settings, queries_only=True)
     except Exception as exc:
         # auto is never worse than torch: an export that cannot be written (a read-only home,
         # say) or a runtime that fails to load leaves the queries on torch, with a warning.

@@ -154,7 +154,8 @@ def model_file(path: Path, int8: bool, cache_dir: Path) -> Path:
 
 
 class OnnxEncoder(Encoder):
-    def __init__(self, settings: EncoderSettings) -> None:
+    def __init__(self, settings: EncoderSettings, queries_only: bool = False) -> None:
+        """``queries_only``: no document session (another encoder encodes the documents)."""
         import onnxruntime as ort
         from transformers import AutoTokenizer
 
@@ -187,8 +188,8 @@ class OnnxEncoder(Encoder):
         query_int8 = int8 or settings.int8_queries
         document_file, query_file = model_file(path, int8, cache_dir), model_file(path, query_int8, cache_dir)
         query_threads = settings.query_threads or settings.threads
-        self.session = session(document_file, settings.threads)
-        if query_file != document_file or query_threads != settings.threads:
+        self.session = None if queries_only else session(document_file, settings.threads)
+        if queries_only or query_file != document_file or query_threads != settings.threads:
             self.query_session = session(query_file, query_threads)
         else:
             self.query_session = self.session
@@ -198,7 +199,7 @@ class OnnxEncoder(Encoder):
         # keeps int8 vectors deterministic, and is no slower on the CPU (no padding).
         self.document_batch = 1 if int8 else settings.batch_size
         self.query_batch = 1 if query_int8 else settings.batch_size
-        dimension = int(self.session.get_outputs()[0].shape[-1])
+        dimension = int(self.query_session.get_outputs()[0].shape[-1])
         # fp32 ONNX computes the same vectors as torch (cosine 0.99999): same fingerprint, no
         # reindex needed to switch. int8 document vectors are approximations: their own
         # fingerprint (int8 queries alone keep the fp32 one: the documents are exact).
@@ -235,6 +236,8 @@ class OnnxEncoder(Encoder):
         return l2_normalise(out)
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if self.session is None:
+            raise RuntimeError("this ONNX encoder was made for queries only")
         return self._encode(texts, self.session, self.document_batch)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
