@@ -36,7 +36,8 @@ def test_ingest_search_stats_on_the_sample(tmp_path: Path) -> None:
     assert stats.exit_code == 0, stats.output
     for expected in ("documents (live)", "40", "IDMap2,Flat", "all-MiniLM-L6-v2", "lexical index on disk"):
         assert expected in stats.stdout
-    assert "onnx, int8 model" in stats.stdout  # the query path runtime auto took on the CPU
+    on_cpu = not __import__("torch").cuda.is_available()
+    assert ("onnx, int8 model" if on_cpu else "torch") in stats.stdout  # the query path runtime auto took
 
     bad_mode = _run("search", "x", "--mode", "sparse", "--data-dir", data)
     assert bad_mode.exit_code == 2 and "mode must be one of" in bad_mode.output
