@@ -5,7 +5,7 @@ before); plus the bare encoder's throughput at batch sizes 1-64 (torch fp32, ONN
 server's query encoder), on the plain queries and on texts of the uncached mix, whose best is
 the ceiling the uncached QPS is compared with, in one run.
 
-    python bench/query_load.py ../shared/data/cranfield [--docs 100000] [--runtime onnx]
+    python bench/query_load.py ../shared/data/cranfield [--docs 100000] [--runtime auto]
         [--no-int8-queries] [--device cuda] [--txtai-python /opt/txtai-venv/bin/python]
         [--workers 1,2] [--seconds 6] [--runs 3]
 
@@ -337,7 +337,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("queries_from", type=Path, help="a BEIR folder whose queries.jsonl is replayed")
     parser.add_argument("--docs", type=int, default=100_000)
-    parser.add_argument("--runtime", default="onnx", help="encoder.runtime for the server")
+    parser.add_argument("--runtime", default="auto",
+                        help="encoder.runtime for the server (default auto, the default config: on the CPU the int8 query model)")
     parser.add_argument("--int8-queries", action=argparse.BooleanOptionalAction, default=True,
                         help="encoder.int8_queries for the server (runtime onnx only)")
     parser.add_argument("--device", default="auto", help="encoder.device for the server (cuda: the GPU figures)")
