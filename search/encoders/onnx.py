@@ -6,7 +6,8 @@ normalisation in one graph) and cached on disk. The int8 model fuses layer norma
 bias + GELU into single kernels, then quantises the weights of every MatMul to int8, per output
 channel (dynamic quantisation: activations are quantised on the fly, per run, so an int8 model
 encodes one text per run to keep vectors independent of their batch mates). ``onnx-int8``
-encodes everything with it; ``onnx`` with ``int8_queries`` only the queries. Measured on 2 CPU
+encodes everything with it; ``onnx`` with ``int8_queries`` only the queries, as does ``auto``
+(the default), which leaves the documents on torch (``split.py``). Measured on 2 CPU
 cores: fp32 ONNX matches torch to a cosine of 0.99999; int8 queries against fp32 documents keep
 cosine >= 0.987 on the cranfield and cisi queries and nDCG@10 within 0.005 of fp32 (or better)
 in the dense and default modes, at ~2.3x the fp32 query throughput on one thread. Quantising
