@@ -15,17 +15,28 @@ request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "color_message"}
 
 
+def _head(
+    time: datetime, level: str, logger: str, message: str, pid: int | None, rid: str | None
+) -> dict[str, Any]:
+    """The fields every JSON line starts with, in this order (orjson writes ``time`` as
+    ``isoformat()`` does)."""
+    entry: dict[str, Any] = {"time": time, "level": level, "logger": logger, "message": message}
+    entry["pid"] = pid  # which serving process (api.workers > 1)
+    if rid is not None:
+        entry["request_id"] = rid
+    return entry
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-            "pid": record.process,  # which serving process (api.workers > 1)
-        }
-        if (rid := request_id.get()) is not None:
-            entry["request_id"] = rid
+        entry = _head(
+            datetime.fromtimestamp(record.created, timezone.utc),
+            record.levelname.lower(),
+            record.name,
+            record.getMessage(),
+            record.process,
+            request_id.get(),
+        )
         entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
@@ -61,15 +72,7 @@ class RequestLog:
         if type(handler) is not JsonLogHandler or not self.logger.propagate or self.logger.handlers:
             self.logger.info("request", extra=fields)
             return
-        entry = {
-            "time": datetime.now(timezone.utc),  # orjson writes it as isoformat() does
-            "level": "info",
-            "logger": self.logger.name,
-            "message": "request",
-            "pid": os.getpid(),
-            "request_id": rid,
-            **fields,
-        }
+        entry = {**_head(datetime.now(timezone.utc), "info", self.logger.name, "request", os.getpid(), rid), **fields}
         line = orjson.dumps(entry, default=str).decode() + handler.terminator
         with handler.lock:  # type: ignore[union-attr]  # whole lines, never interleaved with the handler's
             handler.stream.write(line)
