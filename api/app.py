@@ -13,7 +13,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.forward import ForwardToPrimary, primary_socket
 from api.jobs import JobConflict, ReindexJobs
-from api.front import ROUTE_LABEL, ResponsePages, SearchFront, header, page_body
+from api.front import ROUTE_LABEL, ResponsePages, SearchFront, header
 from api.keys import KeyStore, Role, refusal
 from api.logs import RequestLog, request_id
 from api.metrics import Metrics
@@ -37,25 +36,20 @@ from api.models import (
     DocumentBatch,
     DocumentOut,
     ErrorOut,
-    Explanation,
-    QueryExplanation,
     JobOut,
     ReindexRequest,
-    SearchFilters,
-    SearchHit,
+    SearchQuery,
     SearchRequest,
-    SearchPage,
     SearchResponse,
     WriteResponse,
     WriteResultOut,
 )
+from api.search_response import limit_error, search_response
 from indexer.collection import Collection, open_collection
 from indexer.replica import GenerationFollower
 from indexer.versioning import Outcome
 from search.config import ApiSettings, Settings
 from search.documents import MAX_ID_LENGTH, DocumentWrite
-from search.engine import RankOptions
-from search.filters import Filters
 from search.store import WriteRefused
 from streaming.consumer import DocumentConsumer
 from streaming.metrics import StreamMetrics
@@ -356,45 +350,11 @@ def _routes(app: FastAPI) -> None:
         return Response(m.export(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/search", tags=["search"], dependencies=[Reader], response_model=SearchResponse)
-    async def search_get(
-        svc: ServicesDep,
-        http: Request,
-        q: Annotated[str, Query(min_length=1, max_length=10_000)],
-        k: Annotated[int, Query(ge=1, le=1000)] = 10,
-        offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
-        mode: Annotated[str, Query(pattern="^(dense|lexical|hybrid|rrf|dynamic|default)$")] = "default",
-        category: Annotated[list[str] | None, Query(max_length=100)] = None,
-        meta: Annotated[
-            list[str] | None, Query(description="Metadata filter FIELD=VALUE (repeatable); VALUE is JSON or a string.")
-        ] = None,
-        updated_after: datetime | None = None,
-        updated_before: datetime | None = None,
-        nprobe: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
-        explain: bool = False,
-        freshness: Annotated[float | None, Query(ge=0, le=1)] = None,
-        half_life_days: Annotated[float | None, Query(gt=0, le=100_000)] = None,
-        diversity: Annotated[float | None, Query(ge=0, le=1)] = None,
-    ) -> Response:
-        """Search with query parameters (see POST /search for the JSON form)."""
+    async def search_get(svc: ServicesDep, http: Request, params: Annotated[SearchQuery, Query()]) -> Response:
+        """Search with query parameters (see POST /search for the JSON form). Most of these
+        requests are answered by the front (api/front.py) before they reach this route."""
         try:  # what the JSON form would refuse (a NUL, a date out of range) is a 422 here too
-            filters = SearchFilters(
-                category=category or [],
-                metadata=_parse_meta(meta or []),
-                updated_after=updated_after,
-                updated_before=updated_before,
-            )
-            request = SearchRequest(
-                q=q,
-                k=k,
-                offset=offset,
-                mode=mode,
-                nprobe=nprobe,
-                explain=explain,
-                filters=filters,
-                freshness=freshness,
-                half_life_days=half_life_days,
-                diversity=diversity,
-            )
+            request = params.to_request()
         except ValidationError as exc:
             raise RequestValidationError(exc.errors()) from None
         return await _search(svc, request, http.scope["query_string"])
@@ -460,22 +420,6 @@ def _possible_id(doc_id: str) -> bool:
     return 0 < len(doc_id) <= MAX_ID_LENGTH and "\x00" not in doc_id
 
 
-def _parse_meta(pairs: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        name, sep, raw = pair.partition("=")
-        if not sep or not name:
-            raise HTTPException(422, f"invalid meta filter {pair!r}: expected FIELD=VALUE")
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            value = raw
-        if not isinstance(value, (str, int, float, bool)) or value is None:
-            value = raw
-        out[name] = value
-    return out
-
-
 def _cache_status(collection: Collection) -> str:
     if collection.cache is None:
         return "disabled"
@@ -486,55 +430,9 @@ def _cache_status(collection: Collection) -> str:
 
 
 async def _search(svc: Services, request: SearchRequest, query_string: bytes | None = None) -> Response:
-    """The search response, serialised here (the model is built by us and needs no second
-    validation). A GET request's page is offered to the front under its query string.
-    On the event loop: validation, cache lookups and serialisation; encoding and ranking are
-    awaited on their own threads (see SearchEngine.search_async)."""
-    api = svc.settings.api
-    if len(request.q) > api.max_query_chars:
-        raise HTTPException(422, f"q is longer than {api.max_query_chars} characters")
-    if request.k > api.max_k:
-        raise HTTPException(422, f"k must be at most {api.max_k}")
-    if request.offset > api.max_offset:
-        raise HTTPException(422, f"offset must be at most {api.max_offset}")
-    f = request.filters
-    filters = Filters(tuple(f.category), dict(f.metadata), f.updated_after, f.updated_before)
-    indexes = svc.collection.indexes  # one generation for the whole request
-    state = indexes.engine.state  # read before searching: the page reflects this state or a later one
-    options = RankOptions(request.weights, request.freshness, request.half_life_days, request.diversity)
-    args = (request.q, request.k, request.mode, request.nprobe, request.offset, filters, options)
-    results = svc.collection.results
-    result = (await results.search_async(indexes.engine, *args))[0] if results else await indexes.engine.search_async(*args)
-    for stage, ms in result.timings_ms.items():
-        svc.metrics.observe_stage(stage, ms / 1000)
-    hits = [
-        SearchHit(
-            id=h.id,
-            score=h.score,
-            title=h.title,
-            snippet=h.snippet,
-            category=h.category,
-            updated_at=h.updated_at,
-            metadata=h.metadata,
-            explain=Explanation(signals=h.signals, weights=result.weights) if request.explain else None,
-        )
-        for h in result.hits
-    ]
-    page = SearchPage(
-        query=request.q,
-        mode=result.mode,
-        k=request.k,
-        offset=request.offset,
-        generation=indexes.generation.name,
-        hits=hits,
-        explain=QueryExplanation(weights=result.weights, rerank=result.rerank, features=result.features)
-        if request.explain
-        else None,
-    )
-    head = page.model_dump_json().encode()
-    if query_string is not None and svc.pages is not None:
-        svc.pages.offer(query_string, state, head)
-    return Response(page_body(head, result.timings_ms), media_type="application/json")
+    if (refused := limit_error(svc.settings.api, request)) is not None:
+        raise HTTPException(422, refused)
+    return await search_response(svc, request, query_string)
 
 
 def _write(svc: Services, changes: list[DocumentWrite]) -> WriteResponse:

@@ -1,9 +1,10 @@
-"""HTTP request and response bodies. Limits here are hard caps; settings may be stricter."""
+"""HTTP request and response models. Limits here are hard caps; settings may be stricter."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+import json
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
 
@@ -60,6 +61,72 @@ class SearchRequest(_Strict):
         if any(not 0 <= w <= 1000 for w in value.values()) or sum(value.values()) <= 0:
             raise ValueError("weights must be between 0 and 1000 with at least one above 0")
         return value
+
+
+class SearchQuery(BaseModel):
+    """GET /search's query parameters, the query-string form of ``SearchRequest``. FastAPI reads
+    them for the route; the front's fast lane (api/front.py) reads a query string into the same
+    model the way FastAPI does, so that both take the same strings to the same request. Unknown
+    parameters are ignored (FastAPI's way with query parameters)."""
+
+    SEQUENCES: ClassVar[tuple[str, ...]] = ("category", "meta")  # repeatable: FastAPI takes every value
+
+    q: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    k: int = Field(10, ge=1, le=1000)
+    offset: int = Field(0, ge=0, le=100_000)
+    mode: Mode = "default"
+    category: list[str] | None = Field(None, max_length=100, description="Any of these categories (repeatable).")
+    meta: list[str] | None = Field(
+        None, description="Metadata filter FIELD=VALUE (repeatable); VALUE is JSON or a string."
+    )
+    updated_after: datetime | None = None
+    updated_before: datetime | None = None
+    nprobe: int | None = Field(None, ge=1, le=1_000_000)
+    explain: bool = False
+    freshness: float | None = Field(None, ge=0, le=1)
+    half_life_days: float | None = Field(None, gt=0, le=100_000)
+    diversity: float | None = Field(None, ge=0, le=1)
+
+    @field_validator("meta")
+    @classmethod
+    def _pairs(cls, pairs: list[str] | None) -> list[str] | None:
+        for pair in pairs or ():
+            name, sep, _ = pair.partition("=")
+            if not sep or not name:
+                raise ValueError(f"invalid meta filter {pair!r}: expected FIELD=VALUE")
+        return pairs
+
+    def to_request(self) -> SearchRequest:
+        """The JSON form of this query; raises ``ValidationError`` for what it would refuse
+        (a NUL, a date out of range, a metadata value a store cannot hold)."""
+        filters = SearchFilters(
+            category=self.category or [],
+            metadata=dict(_meta_value(pair) for pair in self.meta or ()),
+            updated_after=self.updated_after,
+            updated_before=self.updated_before,
+        )
+        return SearchRequest(
+            q=self.q,
+            k=self.k,
+            offset=self.offset,
+            mode=self.mode,
+            nprobe=self.nprobe,
+            explain=self.explain,
+            filters=filters,
+            freshness=self.freshness,
+            half_life_days=self.half_life_days,
+            diversity=self.diversity,
+        )
+
+
+def _meta_value(pair: str) -> tuple[str, Any]:
+    """FIELD=VALUE: VALUE as JSON where that gives a scalar, else the string itself."""
+    name, _, raw = pair.partition("=")
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
+        return name, raw
+    return name, value if isinstance(value, (str, int, float, bool)) else raw
 
 
 class Explanation(BaseModel):

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.versioning import Decision, Outcome, VersionState, decide
+from search.attributes import DocumentAttributes
 from search.config import Settings
 from search.documents import DocumentWrite, StoredDocument, embedding_text
 from search.encoders import Encoder

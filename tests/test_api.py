@@ -8,15 +8,19 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import faiss
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, strategies as st
+from hypothesis import settings as hyp_settings
 from sqlalchemy import text
 
 from api.app import create_app, prepare_serving_process
 from api.keys import KeyStore, Role
+from api.search_response import search_response
 from indexer.collection import open_collection
 from indexer.ingest import ingest
 from search.config import ApiSettings, load_settings
@@ -261,6 +265,86 @@ def test_repeated_get_is_answered_by_the_front_but_never_stale_or_unauthorised(a
     assert client.delete("/documents/qb-1", headers=keys["writer"]).status_code == 200
     deleted = client.get("/search", params=params, headers=keys["reader"]).json()
     assert "qb-1" not in [h["id"] for h in deleted["hits"]]
+
+
+_VALID = {  # values the models take, for each parameter
+    "q": st.sampled_from(["phone", "latest phone camera", "quantum battery", "0", "x" * 101]),
+    "k": st.sampled_from(["1", "3", "10", "100", "+5", " 7 ", "101", "1000"]),  # over 100: the deployment's max_k
+    "offset": st.sampled_from(["0", "2", "100", "100000"]),
+    "mode": st.sampled_from(["dense", "lexical", "hybrid", "rrf", "dynamic", "default"]),
+    "category": st.sampled_from(["technology", "science", "consumer-electronics", "sport", "none"]),
+    "meta": st.sampled_from(["lang=en", 'lang="zh"', "lang=1", "a=[1]", "a=" + "[" * 3000, "lang=true"]),
+    "updated_after": st.sampled_from(["2020-01-01", "2024-01-01T00:00:00Z", "1700000000"]),
+    "updated_before": st.sampled_from(["2030-01-01T00:00:00+02:00", "2025-06-01"]),
+    "nprobe": st.sampled_from(["1", "8", "1000000"]),
+    "explain": st.sampled_from(["true", "false", "1", "0", "yes", "off", "t"]),
+    "freshness": st.sampled_from(["0", "0.3", "1", "1e-3"]),
+    "half_life_days": st.sampled_from(["0.5", "30", "100000"]),
+    "diversity": st.sampled_from(["0", "0.5", "1.0"]),
+    "junk": st.text(max_size=5),
+    "Q": st.text(max_size=5),
+}
+_ANY = st.one_of(  # and values it may refuse
+    st.sampled_from(["", " ", "-1", "101", "1.5", "nan", "inf", "maybe", "sparse", "dense\n", "DENSE", "novalue",
+                     "=1", "a=NaN", "a=Infinity", "a=1e400", "2024-13-01", "0001-01-01T00:00:00", "yesterday"]),
+    st.integers(-3, 100_001).map(str),
+    st.floats(allow_nan=True).map(str),
+    st.text(max_size=12),
+)
+_PAIR = st.sampled_from(sorted(_VALID)).flatmap(
+    lambda name: st.tuples(st.just(name), st.integers(0, 5).flatmap(lambda i: _ANY if i == 0 else _VALID[name]))
+)
+_QUERY = st.lists(_PAIR, max_size=7).map(lambda pairs: urlencode(pairs if len(pairs) == 1 else [("q", "phone"), *pairs]))
+
+
+def test_the_front_answers_every_get_search_as_the_route_would(tmp_path: Path, monkeypatch) -> None:
+    """The fast lane reads query strings itself (api/front.py): over generated query strings,
+    valid and not, it answers exactly as FastAPI's route (the app without the front), and it
+    answers every valid one without the route."""
+    import api.app
+    from api.front import SearchFront
+
+    settings = load_settings(data_dir=tmp_path / "data", api={"max_k": 100})
+    collection = open_collection(settings, encoder=HashEncoder())
+    ingest(collection, SAMPLE, 64, 10**6)
+    headers = {"X-API-Key": KeyStore(settings.data_dir).create(Role.reader)[0]}
+    routed = []
+
+    async def counted(*args, **kwargs):
+        routed.append(1)
+        return await search_response(*args, **kwargs)
+
+    monkeypatch.setattr(api.app, "search_response", counted)  # the route's searches only
+    bare = create_app(settings, collection)
+    bare.user_middleware = [m for m in bare.user_middleware if m.cls is not SearchFront]
+    answered = {"fast lane": 0, "route": 0}
+
+    def answer(client: TestClient, query: str) -> tuple[int, dict, int]:
+        before = len(routed)
+        response = client.get(f"/search?{query}", headers=headers)
+        body = {k: v for k, v in response.json().items() if k not in ("timings_ms", "request_id")}
+        return response.status_code, body, len(routed) - before
+
+    with TestClient(bare) as route, TestClient(create_app(settings, collection)) as front:
+
+        @hyp_settings(max_examples=250, deadline=None)
+        @given(_QUERY)
+        def same_answer(query: str) -> None:
+            expected, expected_body, _ = answer(route, query)
+            status, body, searched_by_route = answer(front, query)
+            assert (status, body) == (expected, expected_body)
+            assert expected < 500
+            if status == 200:
+                assert searched_by_route == 0
+            answered["fast lane" if status == 200 else "route"] += 1
+
+        same_answer()
+        # a GET that carries a body goes to the app (which reads it, within its limit)
+        before = len(routed)
+        assert front.request("GET", "/search?q=phone", headers=headers, content=b"x").status_code == 200
+        assert len(routed) == before + 1
+    collection.close()
+    assert min(answered.values()) >= 25, answered  # both kinds of query string were generated
 
 
 def test_request_ids_and_metrics(app_env) -> None:
