@@ -47,8 +47,13 @@ def checkout(base: str, work: Path) -> Path:
 
 
 def data_copy(source: Path, target: Path) -> Path:
+    """A copy of the data directory, made once and reused; made beside it and renamed, so that
+    a run stopped mid-copy leaves no partial copy for the next run to serve."""
     if not target.is_dir():
-        shutil.copytree(source, target, ignore=SERVED)
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(source, partial, ignore=SERVED)
+        partial.rename(target)
     return target
 
 

@@ -38,6 +38,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
+from typing import IO
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,9 +195,24 @@ def measure(targets: list[Target], queries: list[str], seconds: float, runs: int
     return rows
 
 
-def wait_ready(url: str, path: str, timeout: float = 600) -> None:
+def stop(server: subprocess.Popen) -> None:
+    """Ends a server's whole process group (its workers too), if any of it is left."""
+    try:
+        os.killpg(server.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    server.wait(timeout=60)
+
+
+def wait_ready(url: str, path: str, server: subprocess.Popen, log: IO[bytes], timeout: float = 600) -> None:
+    """Until ``path`` answers 200; a server that exits first fails the bench at once, with its
+    last lines of standard error (else a server that cannot start is waited for in silence)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if server.poll() is not None:
+            log.seek(0)
+            tail = log.read().decode(errors="replace")[-3000:]
+            raise RuntimeError(f"the server at {url} exited with {server.returncode} before it was ready:\n{tail}")
         try:
             if httpx.get(url + path, timeout=2).status_code == 200:
                 return
@@ -206,9 +222,9 @@ def wait_ready(url: str, path: str, timeout: float = 600) -> None:
     raise RuntimeError(f"{url} did not become ready")
 
 
-def wait_workers(url: str, workers: int, timeout: float = 900) -> None:
+def wait_workers(url: str, workers: int, server: subprocess.Popen, log: IO[bytes], timeout: float = 900) -> None:
     """Until every serving process answers /ready (each new connection lands on one of them)."""
-    wait_ready(url, "/ready", timeout)
+    wait_ready(url, "/ready", server, log, timeout)
     seen: set[int] = set()
     deadline = time.monotonic() + timeout
     while len(seen) < workers:
@@ -231,17 +247,17 @@ def reader_key(data_dir: Path, env: dict, cwd: Path | None = None) -> str:
 def dss_server(data_dir: Path, workers: int, env: dict, cwd: Path | None = None) -> Iterator[str]:
     """`dss serve` on a free port until the block ends; yields its URL once every worker answers."""
     port = free_port()
+    log = tempfile.TemporaryFile()
     server = subprocess.Popen(
         [*DSS, "serve", "--port", str(port), "--data-dir", str(data_dir), "--workers", str(workers)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env, cwd=cwd,
+        stdout=subprocess.DEVNULL, stderr=log, start_new_session=True, env=env, cwd=cwd,
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_workers(url, workers)
+        wait_workers(url, workers, server, log)
         yield url
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
+        stop(server)
 
 
 BATCHES = (1, 8, 16, 32, 64)
@@ -306,18 +322,18 @@ def txtai_server(python: Path, work: Path, corpus: Path, report: dict) -> Iterat
     config = work / "txtai.yml"
     config.write_text(f"path: {index_dir}\nwritable: false\nembeddings:\n")  # the key enables the router
     port = free_port()
+    log = tempfile.TemporaryFile()
     server = subprocess.Popen(
         [str(python), "-m", "uvicorn", "txtai.api:app", "--port", str(port), "--log-level", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
         env={**os.environ, "CONFIG": str(config), "HF_HUB_OFFLINE": "1"},
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_ready(url, "/search?query=wing&limit=1")
+        wait_ready(url, "/search?query=wing&limit=1", server, log)
         yield url
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
+        stop(server)
 
 
 TXTAI_BUILD = textwrap.dedent(
