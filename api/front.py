@@ -11,11 +11,11 @@ the same API-key check the route makes. Any applied write moves the state on, so
 computed before it is never served after it.
 
 A query string it has no page for is read into the route's own parameter model
-(``SearchQuery``), the way FastAPI reads one, and searched. FastAPI's dependency solving
-had cost about 0.3 ms of the event loop a search, a sixth of a lone query's time outside
-the encoder and FAISS. Everything else (a refused key, a query string the model or the
-deployment's limits refuse, a GET with a body, other routes) goes on to the app unchanged,
-which answers it and words its errors as always.
+(``SearchQuery``), the way FastAPI reads one, and searched. FastAPI's dependency solving for
+the route's 13 parameters was most of the 0.32 ms a lone query had spent before its cache
+lookups (the trace in bench/HISTORY.md). Everything else (a refused key, a query string the
+model or the deployment's limits refuse, a GET with a body, other routes) goes on to the app
+unchanged, which answers it and words its errors as always.
 """
 
 from __future__ import annotations
