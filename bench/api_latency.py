@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,18 +22,13 @@ from pathlib import Path
 
 import httpx
 
-DSS = [sys.executable, "-m", "api"]
+sys.path.insert(0, str(Path(__file__).parent))
+from query_load import DSS, dss_server, reader_key  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_load(url: str, key: str, queries: list[str], concurrency: int, total: int, mode: str) -> dict:
@@ -84,29 +77,11 @@ def main() -> None:
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="dss-bench-"))
     if not (data_dir / "store.sqlite").exists():
         subprocess.run([*DSS, "ingest", str(args.collection), "--data-dir", str(data_dir)], check=True)
-    key = subprocess.run(
-        [*DSS, "keys", "create", "--role", "reader", "--data-dir", str(data_dir)],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip()
+    key = reader_key(data_dir, dict(os.environ))
     queries = [json.loads(line)["text"] for line in (args.collection / "queries.jsonl").open()]
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [*DSS, "serve", "--port", str(port), "--data-dir", str(data_dir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    try:
-        while True:
-            try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
+    with dss_server(data_dir, 1, dict(os.environ)) as url:
         run_load(url, key, queries, 2, 40, args.mode)  # warm-up
         results = [run_load(url, key, queries, c, args.requests, args.mode) for c in (1, 8)]
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
     report = {"collection": args.collection.name, "mode": args.mode, "cpu_count": os.cpu_count(), "runs": results}
     for r in results:
         print(f"concurrency {r['concurrency']}: {r['qps']} QPS, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}")
