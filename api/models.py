@@ -25,6 +25,15 @@ MetadataValue = (
 )
 
 
+# The search parameters' limits, one definition for the JSON form and the query-string form.
+QueryText = Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS)]
+PageSize = Annotated[int, Field(ge=1, le=1000)]
+PageOffset = Annotated[int, Field(ge=0, le=100_000)]
+Nprobe = Annotated[int, Field(ge=1, le=1_000_000)]
+Share = Annotated[float, Field(ge=0, le=1)]
+HalfLife = Annotated[float, Field(gt=0, le=100_000)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -39,19 +48,19 @@ class SearchFilters(_Strict):
 
 
 class SearchRequest(_Strict):
-    q: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
-    k: int = Field(10, ge=1, le=1000)
-    offset: int = Field(0, ge=0, le=100_000)
+    q: QueryText
+    k: PageSize = 10
+    offset: PageOffset = 0
     mode: Mode = "default"
-    nprobe: int | None = Field(None, ge=1, le=1_000_000)
+    nprobe: Nprobe | None = None
     explain: bool = False
     filters: SearchFilters = Field(default_factory=SearchFilters)
     weights: dict[Signal, float] | None = Field(
         None, description="Fixed relevance weights for this query instead of the learned ones (fused modes)."
     )
-    freshness: float | None = Field(None, ge=0, le=1, description="Weight of freshness in reranking.")
-    half_life_days: float | None = Field(None, gt=0, le=100_000, description="Age at which freshness halves.")
-    diversity: float | None = Field(None, ge=0, le=1, description="1 - MMR lambda; 0 = no diversification.")
+    freshness: Share | None = Field(None, description="Weight of freshness in reranking.")
+    half_life_days: HalfLife | None = Field(None, description="Age at which freshness halves.")
+    diversity: Share | None = Field(None, description="1 - MMR lambda; 0 = no diversification.")
 
     @field_validator("weights")
     @classmethod
@@ -71,9 +80,9 @@ class SearchQuery(BaseModel):
 
     SEQUENCES: ClassVar[tuple[str, ...]] = ("category", "meta")  # repeatable: FastAPI takes every value
 
-    q: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
-    k: int = Field(10, ge=1, le=1000)
-    offset: int = Field(0, ge=0, le=100_000)
+    q: QueryText
+    k: PageSize = 10
+    offset: PageOffset = 0
     mode: Mode = "default"
     category: list[str] | None = Field(None, max_length=100, description="Any of these categories (repeatable).")
     meta: list[str] | None = Field(
@@ -81,11 +90,11 @@ class SearchQuery(BaseModel):
     )
     updated_after: datetime | None = None
     updated_before: datetime | None = None
-    nprobe: int | None = Field(None, ge=1, le=1_000_000)
+    nprobe: Nprobe | None = None
     explain: bool = False
-    freshness: float | None = Field(None, ge=0, le=1)
-    half_life_days: float | None = Field(None, gt=0, le=100_000)
-    diversity: float | None = Field(None, ge=0, le=1)
+    freshness: Share | None = None
+    half_life_days: HalfLife | None = None
+    diversity: Share | None = None
 
     @field_validator("meta")
     @classmethod
