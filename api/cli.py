@@ -297,7 +297,7 @@ def stats(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
             "vector count": state.count,
             "trained": f"yes, at {state.trained_size} vectors (nlist {state.nlist})"
             if state.trained_size
-            else f"no: exact search until {collection.vectors.settings.train_points_per_list} x nlist vectors",
+            else f"no: exact search until {collection.vectors.settings.train_threshold} vectors",
             "nprobe (default)": collection.vectors.default_nprobe() if state.trained_size else "-",
             "gpu": state.gpu,
             "lexical documents": collection.lexical.count,

@@ -1,11 +1,13 @@
 """Vector index layouts (index.factory strings) side by side on one collection's stored
 embeddings, in one run: search time for one query at the engine's candidate depth and recall
-against exact search, at nlist/8 and nlist/16 probes; size on disk; the time of an update
-batch (512 vectors removed and added again), and recall once more after it, since an index
-that answers differently after an update that changed nothing is not fit for streaming.
+against exact search, at the server's default nprobe (about sqrt(N) / 2) and at nlist/8 and
+nlist/16, for each index.nlist_factor given (nlist as the server sets it); size on disk; the
+time of an update batch (512 vectors removed and added again), and recall once more after it,
+since an index that answers differently after an update that changed nothing is not fit for
+streaming.
 
     python bench/index_factories.py /tmp/load/dss [--queries ../shared/data/cranfield] [--depth 100]
-        [--nprobe-divisors 8,16] [--factories "IVF{nlist},Flat;IVF{nlist},SQfp16;IVF{nlist},SQ8"]
+        [--nprobe-divisors 8,16] [--nlist-factors 4] [--vectors N] [--factories "IVF{nlist},Flat;IVF{nlist},SQfp16;IVF{nlist},SQ8"]
 
 The collection is a `dss` data directory (bench/query_load.py's work dir holds one with
 100,000 documents: /tmp/load/dss). Queries are encoded with the configured query encoder
@@ -71,6 +73,8 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=100, help="candidates per query (search.candidates)")
     parser.add_argument("--nprobe-divisors", default="8,16", help="nprobe = nlist // each")
     parser.add_argument("--factories", default=FACTORIES, help="index.factory strings, ';'-separated")
+    parser.add_argument("--nlist-factors", default="4", help="index.nlist_factor values, ','-separated")
+    parser.add_argument("--vectors", type=int, help="index only the first N stored embeddings (a smaller collection)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "index_factories.json")
     args = parser.parse_args()
     faiss.omp_set_num_threads(1)  # the server searches one query at a time on its ranking thread
@@ -79,6 +83,7 @@ def main() -> None:
     store = Store(settings.store_url)
     keys, vectors = stored_embeddings(store)
     store.close()
+    keys, vectors = keys[: args.vectors], vectors[: args.vectors]
     texts = [json.loads(line)["text"] for line in (args.queries / "queries.jsonl").open(encoding="utf-8")]
     encoder = load_encoder(settings.encoder)
     queries = encoder.encode_queries(texts)
@@ -89,20 +94,23 @@ def main() -> None:
 
     rows = []
     divisors = [int(d) for d in args.nprobe_divisors.split(",")]
-    for factory in args.factories.split(";"):
-        index = VectorIndex(IndexSettings(factory=factory), encoder.fingerprint)
+    layouts = [(f, float(n)) for f in args.factories.split(";") for n in args.nlist_factors.split(",")]
+    for factory, nlist_factor in layouts:
+        layout = IndexSettings(factory=factory, nlist_factor=nlist_factor, train_threshold=1)
+        index = VectorIndex(layout, encoder.fingerprint)
         started = time.perf_counter()
         index.rebuild([(keys, vectors)])
         build_s = time.perf_counter() - started
         with tempfile.TemporaryDirectory() as tmp:
             index.save(Path(tmp))
             size_mb = sum(f.stat().st_size for f in Path(tmp).glob("*.faiss")) / 2**20
-        row = {"layout": index.state.kind, "build_s": round(build_s, 1), "size_mb": round(size_mb, 1)}
-        row["before_update"] = measure(index, queries, exact, args.depth, max(1, index.nlist // divisors[0]))
+        row = {"layout": index.state.kind, "nlist_factor": nlist_factor, "build_s": round(build_s, 1), "size_mb": round(size_mb, 1)}
+        probes = sorted({index.default_nprobe(), *(max(1, index.nlist // d) for d in divisors)}, reverse=True)
+        row["before_update"] = measure(index, queries, exact, args.depth, index.default_nprobe())
         started = time.perf_counter()
         index.upsert(keys[:512], vectors[:512])  # an update batch that changes nothing
         row["update_512_ms"] = round(1000 * (time.perf_counter() - started), 1)
-        row["after_update"] = [measure(index, queries, exact, args.depth, max(1, index.nlist // d)) for d in divisors]
+        row["after_update"] = [measure(index, queries, exact, args.depth, p) for p in probes]
         rows.append(row)
         print(json.dumps(row), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,9 @@
 """FAISS vector index keyed by the store's int64 document keys.
 
-Small collections are searched exactly (``IDMap2,Flat``). Once N reaches
-``train_points_per_list * nlist(N)`` the index is rebuilt from the configured factory string
-(default ``IVF{nlist},SQfp16``, nlist = 4·sqrt(N)) and trained; it is trained again whenever
-the collection has grown ``retrain_growth`` times since. Inner product on L2-normalised
+Small collections are searched exactly (``IDMap2,Flat``). Once N reaches ``train_threshold``
+the index is rebuilt from the configured factory string (default ``IVF{nlist},SQfp16``, nlist =
+8·sqrt(N), at most N / 39) and trained; it is trained again whenever the collection has grown
+``retrain_growth`` times since. A query probes about sqrt(N) / 2 lists (see IndexSettings). Inner product on L2-normalised
 vectors is cosine similarity.
 
 GPU: the CPU index is the single source of truth and takes every update. When a GPU is used,
@@ -73,10 +73,11 @@ class VectorIndex:
         return faiss.index_factory(self.fingerprint.dimension, "IDMap2,Flat", faiss.METRIC_INNER_PRODUCT)
 
     def nlist_for(self, n: int) -> int:
-        return max(1, round(self.settings.nlist_factor * math.sqrt(max(n, 1))))
+        lists = round(self.settings.nlist_factor * math.sqrt(max(n, 1)))
+        return max(1, min(lists, n // self.settings.train_points_per_list))
 
     def trainable(self, n: int) -> bool:
-        return n >= self.settings.train_points_per_list * self.nlist_for(n)
+        return n >= self.settings.train_threshold
 
     def wants_rebuild(self) -> bool:
         """True when the index should be (re)trained for its current size."""
@@ -97,7 +98,7 @@ class VectorIndex:
         return IndexState(kind, self.count, self.nlist, self.trained_size, self._use_gpu)
 
     def default_nprobe(self) -> int:
-        return self.settings.nprobe or max(1, self.nlist // 8)
+        return self.settings.nprobe or max(1, min(self.nlist, round(math.sqrt(self.trained_size) / 2)))
 
     # -- updates --------------------------------------------------------------------------
 
@@ -133,6 +134,9 @@ class VectorIndex:
             index = faiss.index_factory(
                 dim, self.settings.factory.format(nlist=nlist), faiss.METRIC_INNER_PRODUCT
             )
+            ivf = faiss.try_extract_index_ivf(index)
+            if ivf is not None:  # FAISS warns below 39 points a list; nlist_for keeps the configured minimum
+                ivf.cp.min_points_per_centroid = self.settings.train_points_per_list
             index.train(vectors)
             _hash_direct_map(index)
             trained_size = n
@@ -236,9 +240,13 @@ class VectorIndex:
                 "collection with the new encoder (or restore the previous encoder settings)."
             )
         vectors.trained_size = int(manifest["trained_size"])
-        vectors.layout_changed = bool(vectors.trained_size) and manifest["factory"] != settings.factory
-        vectors.index = faiss.read_index(str(index_path))
         vectors.nlist = int(manifest["nlist"])
+        # Another factory string or another nlist rule (as when the default went from 4 to 8
+        # sqrt(N) lists) rebuilds the index from the stored embeddings.
+        vectors.layout_changed = bool(vectors.trained_size) and (
+            manifest["factory"] != settings.factory or vectors.nlist != vectors.nlist_for(vectors.trained_size)
+        )
+        vectors.index = faiss.read_index(str(index_path))
         vectors.seq = int(manifest["seq"])
         if vectors.trained_size and vectors.nlist:
             _hash_direct_map(vectors.index)

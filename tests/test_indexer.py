@@ -169,10 +169,10 @@ def test_rebuild_with_same_encoder_does_not_encode(tmp_path: Path, hash_encoder:
 
 
 def test_collection_trains_ivf_once_large_enough(tmp_path: Path, hash_encoder: HashEncoder) -> None:
-    settings = _settings(tmp_path, index={"nlist_factor": 1.0, "train_points_per_list": 10})
+    settings = _settings(tmp_path, index={"nlist_factor": 1.0, "train_points_per_list": 10, "train_threshold": 90})
     with open_collection(settings, encoder=hash_encoder) as collection:
         docs = [DocumentWrite(id=f"d{i}", text=f"word{i} topic{i % 7}") for i in range(120)]
-        collection.write(docs[:85])  # 85 < 10 * round(sqrt(85)) = 90
+        collection.write(docs[:85])  # 85 < train_threshold
         assert collection.vectors.trained_size == 0
         collection.write(docs[85:])
         assert collection.vectors.state.kind.startswith("IVF") and collection.vectors.trained_size == 120
@@ -188,7 +188,7 @@ def test_collection_trains_ivf_once_large_enough(tmp_path: Path, hash_encoder: H
 def test_index_saved_with_another_factory_is_rebuilt_without_encoding(tmp_path: Path, hash_encoder: HashEncoder) -> None:
     """Changing index.factory (as the default did, Flat -> SQfp16) migrates an existing
     collection when it is next opened: rebuilt from the stored embeddings, nothing re-encoded."""
-    small = {"nlist_factor": 1.0, "train_points_per_list": 10}
+    small = {"nlist_factor": 1.0, "train_points_per_list": 10, "train_threshold": 90}
     docs = [DocumentWrite(id=f"d{i}", text=f"word{i} topic{i % 7}") for i in range(120)]
     flat = _settings(tmp_path, index={**small, "factory": "IVF{nlist},Flat"})
     with open_collection(flat, encoder=hash_encoder) as collection:

@@ -15,8 +15,8 @@ def _vectors(n: int, seed: int = 0) -> np.ndarray:
 
 
 def _small_ivf_settings(**extra) -> IndexSettings:
-    # nlist = sqrt(N); training from 10 points per list, i.e. from N = 100.
-    return IndexSettings(nlist_factor=1.0, train_points_per_list=10, **extra)
+    # nlist = sqrt(N), at most N / 10; trained from N = 100.
+    return IndexSettings(**{"nlist_factor": 1.0, "train_points_per_list": 10, "train_threshold": 100, **extra})
 
 
 def test_exact_search_add_update_remove() -> None:
@@ -42,7 +42,7 @@ def test_exact_search_add_update_remove() -> None:
 def test_trains_ivf_at_threshold_and_retrains_after_growth() -> None:
     index = VectorIndex(_small_ivf_settings(), FP)
     index.upsert(np.arange(99), _vectors(99))
-    assert not index.wants_rebuild()  # 99 < 10 * round(sqrt(99)) = 100
+    assert not index.wants_rebuild()  # 99 < train_threshold
     index.upsert(np.arange(99, 100), _vectors(1, seed=1))
     assert index.wants_rebuild()
     all_vectors = np.vstack([_vectors(99), _vectors(1, seed=1)])
@@ -126,6 +126,28 @@ def test_factory_change_asks_for_rebuild(tmp_path: Path) -> None:
     index.save(tmp_path)
     loaded = VectorIndex.load(tmp_path, _small_ivf_settings(factory="IVF{nlist},SQ8"), FP)
     assert loaded.wants_rebuild()
+
+
+def test_nlist_rule_change_asks_for_rebuild(tmp_path: Path) -> None:
+    """A saved index whose nlist another nlist rule would not give (the default went from 4 to
+    8 sqrt(N) lists) is rebuilt when opened; the same rule keeps it."""
+    index = VectorIndex(_small_ivf_settings(), FP)
+    index.rebuild([(np.arange(400), _vectors(400))])
+    index.save(tmp_path)
+    assert not VectorIndex.load(tmp_path, _small_ivf_settings(), FP).wants_rebuild()
+    assert VectorIndex.load(tmp_path, _small_ivf_settings(nlist_factor=0.5), FP).wants_rebuild()
+
+
+def test_default_layout_lists_and_probes(capfd: pytest.CaptureFixture[str]) -> None:
+    default = VectorIndex(IndexSettings(), FP)
+    assert not default.trainable(24_999) and default.trainable(25_000)
+    # 8 sqrt(N) lists, but never fewer than 39 training points a list.
+    assert (default.nlist_for(25_000), default.nlist_for(100_000)) == (641, 2530)
+    index = VectorIndex(_small_ivf_settings(), FP)
+    index.rebuild([(np.arange(400), _vectors(400))])
+    assert (index.nlist, index.default_nprobe()) == (20, 10)  # sqrt(400) / 2 lists probed
+    # 20 points a list is what these settings ask for: FAISS is told, so it does not warn.
+    assert "WARNING clustering" not in capfd.readouterr().err
 
 
 def test_fast_scan_factory_takes_updates() -> None:
