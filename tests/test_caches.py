@@ -252,6 +252,14 @@ def test_service_keeps_answering_while_redis_is_down_and_reconnects(tmp_path: Pa
             assert collection.cache.flush()
             assert collection.results.search(collection.engine, "propeller slipstream", k=1)[1] is True
             assert recorder.count("redis", "hit") >= 2
+
+            # Restarted while no lookup ran: the lookup's idle socket is dead, and one
+            # reconnection answers (an empty Redis: a miss, not an outage).
+            server.terminate(); server.wait(10)
+            server = _start_redis(port)
+            errors, misses = recorder.count("redis", "error"), recorder.count("redis", "miss")
+            assert collection.results.search(collection.engine, "swept wing", k=1)[1] is False
+            assert recorder.count("redis", "error") == errors and recorder.count("redis", "miss") > misses
     finally:
         server.kill()
 
