@@ -93,7 +93,7 @@ class IndexSettings(_Section):
     # training points per list). A query probes about sqrt(N) / 2 lists: top-10 recall follows
     # the number of lists probed more than their share (at 100,000 documents, 158 lists probed:
     # recall@10 0.9951 / 0.9947 / 0.9956 with 1265 / 2530 / 5060 lists), and finer lists make
-    # each probe cheaper (1.46 -> 0.90 ms a query from 4 to 8 sqrt(N) lists, bench/index_factories.py).
+    # each probe cheaper (1.61 -> 0.91 ms a query from 4 to 8 sqrt(N) lists, bench/index_factories.py).
     nlist_factor: float = Field(8.0, gt=0)
     train_points_per_list: int = Field(39, ge=1)
     # Exact (flat) search below this many vectors; trained from it on.

@@ -3,8 +3,8 @@
 Small collections are searched exactly (``IDMap2,Flat``). Once N reaches ``train_threshold``
 the index is rebuilt from the configured factory string (default ``IVF{nlist},SQfp16``, nlist =
 8·sqrt(N), at most N / 39) and trained; it is trained again whenever the collection has grown
-``retrain_growth`` times since. A query probes about sqrt(N) / 2 lists (see IndexSettings). Inner product on L2-normalised
-vectors is cosine similarity.
+``retrain_growth`` times since. A query probes about sqrt(N) / 2 lists (see IndexSettings).
+Inner product on L2-normalised vectors is cosine similarity.
 
 GPU: the CPU index is the single source of truth and takes every update. When a GPU is used,
 searches run on a GPU clone of it; any update marks the clone stale and the next search
