@@ -38,10 +38,10 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
-from typing import IO
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 from urllib.parse import quote_plus, unquote_plus
 
 import httpx

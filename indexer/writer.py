@@ -221,7 +221,10 @@ class Indexer:
         """Rebuild (and train, when big enough) the vector index from the store's embeddings."""
         seq = self.store.last_seq()
         # Said before the work: training takes minutes at 100,000 documents and more.
-        log.info("rebuilding the vector index", extra={"vectors": self.vectors.count, "layout_changed": self.vectors.layout_changed})
+        log.info(
+            "rebuilding the vector index",
+            extra={"vectors": self.vectors.count, "layout_changed": self.vectors.layout_changed},
+        )
         batches = (
             (np.array([d.key for d in docs], dtype=np.int64), _stack(docs, self.encoder.dimension))
             for docs in map(self._with_current_embeddings, self.store.live_documents())
