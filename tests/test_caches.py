@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.collection import open_collection
+from indexer.collection import open_collection, query_encoder
 from search.caches import MemoryLevel, RedisLevel, SqliteLevel, TieredCache
 from search.config import load_settings
 from search.documents import DocumentWrite
@@ -484,14 +484,38 @@ def test_micro_batching_encodes_a_query_alone_only_when_nothing_else_waits() -> 
     assert inner.paths == [("lone", ("swept wing",))]
 
 
-def test_micro_batch_max_1_still_encodes_on_the_batchers_thread() -> None:
+def test_micro_batch_max_1_still_encodes_on_the_batchers_thread(tmp_path: Path) -> None:
     """Batching off is not encoding on the caller's thread: an event loop that submits a
-    query must never block on the encoder."""
-    single = MicroBatchingEncoder(LoneAware(delay_s=0.05), max_batch=1, max_wait_ms=0)
+    query must never block on the encoder. Through ``query_encoder``, as the engine gets it
+    (which had skipped the batcher at micro_batch_max 1)."""
+    settings = load_settings(data_dir=tmp_path, encoder={"micro_batch_max": 1})
+    single = query_encoder(settings, LoneAware(delay_s=0.05), cache=None)
     started = time.perf_counter()
     pending = single.submit_queries(["wing"])
     assert time.perf_counter() - started < 0.04 and not pending.done()
     np.testing.assert_array_equal(pending.result(timeout=5), HashEncoder().encode_queries(["wing"]))
+
+
+def test_query_workers_encode_batches_at_once() -> None:
+    """With query_workers 2, a second batch is encoded while the first still runs: each call
+    waits at a barrier for another call to be running beside it (one worker never gets past)."""
+    class Together(HashEncoder):
+        def __init__(self, parties: int) -> None:
+            super().__init__()
+            self.barrier = threading.Barrier(parties, timeout=2)
+
+        def encode_queries(self, texts):
+            self.barrier.wait()
+            return super().encode_queries(texts)
+
+    pair = MicroBatchingEncoder(Together(2), max_batch=1, max_wait_ms=0, workers=2)
+    futures = [pair.submit_queries([text]) for text in ("wing lift", "heat flux")]
+    for text, future in zip(("wing lift", "heat flux"), futures):
+        np.testing.assert_array_equal(future.result(timeout=5), HashEncoder().encode_queries([text]))
+
+    alone = MicroBatchingEncoder(Together(2), max_batch=1, max_wait_ms=0, workers=1)
+    with pytest.raises(threading.BrokenBarrierError):
+        alone.submit_queries(["wing lift"]).result(timeout=5)
 
 
 def test_the_engine_asks_for_a_lone_encoding_only_when_it_answers_nothing_else(tmp_path: Path, minilm) -> None:
