@@ -107,17 +107,18 @@ def ingest(
             on_batch(len(batch))
         batch.clear()
 
-    for number, item in read_documents(path, max_text_chars):
-        if isinstance(item, BadLine):
-            report.bad.append(item)
-            if on_batch:
-                on_batch(1)
-            continue
-        report.read += 1
-        batch.append((number, item))
-        if len(batch) >= batch_size:
-            flush()
-    flush()
+    with collection.indexer.bulk():  # the vector index trained once, at the end, on everything read
+        for number, item in read_documents(path, max_text_chars):
+            if isinstance(item, BadLine):
+                report.bad.append(item)
+                if on_batch:
+                    on_batch(1)
+                continue
+            report.read += 1
+            batch.append((number, item))
+            if len(batch) >= batch_size:
+                flush()
+        flush()
     report.bad.sort(key=lambda bad: bad.line)
     collection.indexer.snapshot()
     report.seconds = time.perf_counter() - started

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,6 +83,7 @@ class Indexer:
         self.attributes = attributes
         self._lock = threading.Lock()
         self._since_snapshot = 0
+        self._bulk = False
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -162,6 +164,22 @@ class Indexer:
                 out[change.id] = vector.astype(np.float32).tobytes()
         return out
 
+    @contextmanager
+    def bulk(self) -> Iterator[None]:
+        """Writes whose vector index is (re)trained once, when the block ends, for everything
+        written: a bulk load into an empty collection would otherwise be trained on its first
+        ``train_threshold`` documents, with lists sized for those (at 100,000 documents: 643
+        lists where its size asks for 2530, a vector search twice as long), and retrained
+        anyway by a write a few hundred documents later, in the serving process."""
+        self._bulk = True
+        try:
+            yield
+        finally:
+            self._bulk = False
+            with self._lock:
+                if self.vectors.wants_rebuild():
+                    self.rebuild_vectors()
+
     # -- keeping the indexes in step with the store ----------------------------------------
 
     def catch_up(self, progress: Progress | None = None) -> int:
@@ -178,7 +196,7 @@ class Indexer:
             applied += len(docs)
             if progress:
                 progress(applied, total)
-        if self.vectors.wants_rebuild():
+        if not self._bulk and self.vectors.wants_rebuild():
             self.rebuild_vectors()
         if not self.attributes.loaded:  # first catch-up: from here on, kept per batch
             self.attributes.rebuild(self.store, self.vectors)

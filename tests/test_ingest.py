@@ -88,3 +88,24 @@ def test_beir_folder(tmp_path: Path) -> None:
     _write_jsonl(beir / "corpus.jsonl", [json.dumps({"_id": "1", "title": "t", "text": "x"})])
     docs = list(read_documents(beir, 100))
     assert [(n, d.id, d.title) for n, d in docs] == [(1, "1", "t")]
+
+
+def test_a_bulk_load_trains_the_vector_index_once_on_everything_it_read(
+    tmp_path: Path, hash_encoder: HashEncoder, caplog
+) -> None:
+    """Batch by batch, the index would be trained when the first batches crossed
+    train_threshold, with lists sized for those; ingest trains it once, at its end."""
+    small = {"nlist_factor": 2.0, "train_points_per_list": 4, "train_threshold": 40}
+    source = _write_jsonl(
+        tmp_path / "docs.jsonl", [json.dumps({"id": f"d{i}", "text": f"word{i} topic{i % 7}"}) for i in range(200)]
+    )
+    settings = load_settings(data_dir=tmp_path / "data", index=small)
+    with caplog.at_level("INFO", logger="indexer.writer"), open_collection(settings, encoder=hash_encoder) as collection:
+        report = ingest(collection, source, batch_size=30, max_text_chars=100)
+        assert report.applied == 200
+        vectors = collection.vectors
+        assert (vectors.trained_size, vectors.nlist) == (200, vectors.nlist_for(200)) == (200, 28)
+        assert [r.message for r in caplog.records].count("rebuilding the vector index") == 1
+        assert collection.engine.search("word5 topic5", k=3, mode="dense", nprobe=28).hits[0].id == "d5"
+    with open_collection(settings, encoder=hash_encoder) as collection:  # saved as trained
+        assert (collection.vectors.trained_size, collection.vectors.count) == (200, 200)
