@@ -154,11 +154,11 @@ def open_indexes(
 
 def query_encoder(settings: Settings, encoder: Encoder, cache: TieredCache | None) -> Encoder:
     """The encoder as the query path uses it: cached embeddings first, then concurrent misses
-    encoded together (one batcher per generation; an old generation's idle workers just wait).
-    Always through the batcher, micro_batch_max 1 included: its threads keep the encoder off
+    encoded together (one batcher per generation; an old generation's idle worker just waits).
+    Always through the batcher, micro_batch_max 1 included: its thread keeps the encoder off
     the event loop that submits the queries."""
     batching = settings.encoder
-    encoder = MicroBatchingEncoder(encoder, batching.micro_batch_max, batching.micro_batch_wait_ms, batching.query_workers)
+    encoder = MicroBatchingEncoder(encoder, batching.micro_batch_max, batching.micro_batch_wait_ms)
     if cache is not None:
         encoder = CachedQueryEncoder(encoder, cache, settings.cache.embedding_ttl_s)
     return encoder

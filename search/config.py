@@ -68,9 +68,6 @@ class EncoderSettings(_Section):
     # the encoder idle while the request path ranks 64 results); on a GPU, raise it.
     micro_batch_max: int = Field(8, ge=1, le=4096)
     micro_batch_wait_ms: float = Field(0.0, ge=0, le=1000)
-    # Micro-batches encoded at once, each on its own thread (ONNX: each run on query_threads
-    # threads). More than 1 lets one process use the cores an encoder-bound load leaves idle.
-    query_workers: int = Field(1, ge=1, le=64)
 
     @model_validator(mode="after")
     def _int8_queries_need_onnx(self) -> "EncoderSettings":

@@ -496,28 +496,6 @@ def test_micro_batch_max_1_still_encodes_on_the_batchers_thread(tmp_path: Path) 
     np.testing.assert_array_equal(pending.result(timeout=5), HashEncoder().encode_queries(["wing"]))
 
 
-def test_query_workers_encode_batches_at_once() -> None:
-    """With query_workers 2, a second batch is encoded while the first still runs: each call
-    waits at a barrier for another call to be running beside it (one worker never gets past)."""
-    class Together(HashEncoder):
-        def __init__(self, parties: int) -> None:
-            super().__init__()
-            self.barrier = threading.Barrier(parties, timeout=2)
-
-        def encode_queries(self, texts):
-            self.barrier.wait()
-            return super().encode_queries(texts)
-
-    pair = MicroBatchingEncoder(Together(2), max_batch=1, max_wait_ms=0, workers=2)
-    futures = [pair.submit_queries([text]) for text in ("wing lift", "heat flux")]
-    for text, future in zip(("wing lift", "heat flux"), futures):
-        np.testing.assert_array_equal(future.result(timeout=5), HashEncoder().encode_queries([text]))
-
-    alone = MicroBatchingEncoder(Together(2), max_batch=1, max_wait_ms=0, workers=1)
-    with pytest.raises(threading.BrokenBarrierError):
-        alone.submit_queries(["wing lift"]).result(timeout=5)
-
-
 def test_the_engine_asks_for_a_lone_encoding_only_when_it_answers_nothing_else(tmp_path: Path, minilm) -> None:
     settings = load_settings(data_dir=tmp_path / "data", cache={"redis_url": None})
     with open_collection(settings, encoder=minilm) as collection:

@@ -7,9 +7,6 @@ batch was being encoded, optionally waits up to ``max_wait_ms`` for more (up to 
 queries in all), encodes them in one call and hands each caller its rows. With no added wait,
 a lone query is encoded at once and batches grow by themselves as load rises. A query its
 caller answers alone and that finds no other waiting is encoded by ``encode_lone_query``.
-With ``workers`` > 1, that many threads take batches from the one queue, so that several
-batches are encoded at once (an encoder that runs each on one core leaves the other cores to
-the rest of the request path only when the encoder is not the bottleneck).
 """
 
 from __future__ import annotations
@@ -26,16 +23,15 @@ from search.encoders.base import Encoder, completed
 
 
 class MicroBatchingEncoder(Encoder):
-    def __init__(self, inner: Encoder, max_batch: int, max_wait_ms: float, workers: int = 1) -> None:
+    def __init__(self, inner: Encoder, max_batch: int, max_wait_ms: float) -> None:
         self.inner = inner
         self.fingerprint = inner.fingerprint
         self.query_setup = inner.query_setup
         self.device = getattr(inner, "device", "cpu")
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
-        self.workers = workers
         self._requests: queue.Queue[tuple[list[str], Future[np.ndarray], bool]] = queue.Queue()
-        self._threads: list[threading.Thread] = []
+        self._worker: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
@@ -57,13 +53,11 @@ class MicroBatchingEncoder(Encoder):
         return future
 
     def _ensure_worker(self) -> None:
-        if not self._threads:
+        if self._worker is None:
             with self._start_lock:
-                if not self._threads:
-                    for i in range(self.workers):
-                        worker = threading.Thread(target=self._run, name=f"query-batcher-{i}", daemon=True)
-                        worker.start()
-                        self._threads.append(worker)
+                if self._worker is None:
+                    self._worker = threading.Thread(target=self._run, name="query-batcher", daemon=True)
+                    self._worker.start()
 
     def _run(self) -> None:
         while True:
