@@ -7,7 +7,15 @@ since an index that answers differently after an update that changed nothing is 
 streaming.
 
     python bench/index_factories.py /tmp/load/dss [--queries ../shared/data/cranfield] [--depth 100]
-        [--nprobe-divisors 8,16] [--nlist-factors 4] [--vectors N] [--factories "IVF{nlist},Flat;IVF{nlist},SQfp16;IVF{nlist},SQ8"]
+        [--nprobe-divisors 8,16] [--nlist-factors 4] [--vectors N] [--train-on N] [--collection-queries M]
+        [--factories "IVF{nlist},Flat;IVF{nlist},SQfp16;IVF{nlist},SQ8"]
+
+--train-on N trains each layout on the first N vectors only (lists and default nprobe sized for
+N) and adds the rest afterwards, as a collection written batch by batch was trained when it
+crossed index.train_threshold. --collection-queries M replaces the BEIR queries by M stored
+vectors drawn from the whole collection, each moved a little (Gaussian noise, sigma 0.03 a
+dimension, then normalised): queries spread over every region of the collection, where the
+cranfield queries fall on one part of it.
 
 The collection is a `dss` data directory (bench/query_load.py's work dir holds one with
 100,000 documents: /tmp/load/dss). Queries are encoded with the configured query encoder
@@ -75,6 +83,8 @@ def main() -> None:
     parser.add_argument("--factories", default=FACTORIES, help="index.factory strings, ';'-separated")
     parser.add_argument("--nlist-factors", default="4", help="index.nlist_factor values, ','-separated")
     parser.add_argument("--vectors", type=int, help="index only the first N stored embeddings (a smaller collection)")
+    parser.add_argument("--train-on", type=int, help="train on the first N vectors, then add the rest")
+    parser.add_argument("--collection-queries", type=int, help="M queries drawn from the stored vectors instead")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "index_factories.json")
     args = parser.parse_args()
     faiss.omp_set_num_threads(1)  # the server searches one query at a time on its ranking thread
@@ -87,6 +97,12 @@ def main() -> None:
     texts = [json.loads(line)["text"] for line in (args.queries / "queries.jsonl").open(encoding="utf-8")]
     encoder = load_encoder(settings.encoder)
     queries = encoder.encode_queries(texts)
+    if args.collection_queries:
+        rng = np.random.default_rng(0)
+        drawn = vectors[rng.choice(len(vectors), args.collection_queries, replace=False)]
+        queries = drawn + rng.normal(0, 0.03, drawn.shape).astype(np.float32)
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        texts = [""] * len(queries)
     exact_index = faiss.IndexFlatIP(vectors.shape[1])
     exact_index.add(vectors)
     exact = keys[exact_index.search(queries, args.depth)[1]]
@@ -99,12 +115,14 @@ def main() -> None:
         layout = IndexSettings(factory=factory, nlist_factor=nlist_factor, train_threshold=1)
         index = VectorIndex(layout, encoder.fingerprint)
         started = time.perf_counter()
-        index.rebuild([(keys, vectors)])
+        trained = args.train_on or len(keys)
+        index.rebuild([(keys[:trained], vectors[:trained])])
+        index.upsert(keys[trained:], vectors[trained:])
         build_s = time.perf_counter() - started
         with tempfile.TemporaryDirectory() as tmp:
             index.save(Path(tmp))
             size_mb = sum(f.stat().st_size for f in Path(tmp).glob("*.faiss")) / 2**20
-        row = {"layout": index.state.kind, "nlist_factor": nlist_factor, "build_s": round(build_s, 1), "size_mb": round(size_mb, 1)}
+        row = {"layout": index.state.kind, "trained_on": trained, "nlist_factor": nlist_factor, "build_s": round(build_s, 1), "size_mb": round(size_mb, 1)}
         probes = sorted({index.default_nprobe(), *(max(1, index.nlist // d) for d in divisors)}, reverse=True)
         row["before_update"] = measure(index, queries, exact, args.depth, index.default_nprobe())
         started = time.perf_counter()
@@ -114,7 +132,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"vectors": len(keys), "queries": len(texts), "depth": args.depth, "layouts": rows}, indent=2))
+    args.out.write_text(json.dumps({"vectors": len(keys), "queries": len(texts), "collection_queries": bool(args.collection_queries), "depth": args.depth, "layouts": rows}, indent=2))
 
 
 if __name__ == "__main__":
