@@ -169,16 +169,17 @@ class Indexer:
         """Writes whose vector index is (re)trained once, when the block ends, for everything
         written: a bulk load into an empty collection would otherwise be trained on its first
         ``train_threshold`` documents, with lists sized for those (at 100,000 documents: 643
-        lists where its size asks for 2530, a vector search twice as long), and retrained
-        anyway by a write a few hundred documents later, in the serving process."""
+        where its size asks for 2530; README, "Bulk loads"), and retrained anyway by a write a
+        few hundred documents later, in the serving process. A block that fails leaves the
+        training to the next catch-up (an interrupted load is not kept waiting for it)."""
         self._bulk = True
         try:
             yield
         finally:
             self._bulk = False
-            with self._lock:
-                if self.vectors.wants_rebuild():
-                    self.rebuild_vectors()
+        with self._lock:
+            if self.vectors.wants_rebuild():
+                self.rebuild_vectors()
 
     # -- keeping the indexes in step with the store ----------------------------------------
 

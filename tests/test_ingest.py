@@ -1,9 +1,12 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from indexer.collection import open_collection
 from indexer.ingest import ingest, read_documents
 from search.config import load_settings
+from search.documents import DocumentWrite
 from tests.conftest import SAMPLE, HashEncoder, refuse_writes_of
 
 
@@ -109,3 +112,16 @@ def test_a_bulk_load_trains_the_vector_index_once_on_everything_it_read(
         assert collection.engine.search("word5 topic5", k=3, mode="dense", nprobe=28).hits[0].id == "d5"
     with open_collection(settings, encoder=hash_encoder) as collection:  # saved as trained
         assert (collection.vectors.trained_size, collection.vectors.count) == (200, 200)
+
+
+def test_a_bulk_load_that_fails_leaves_the_training_to_the_next_write(tmp_path: Path, hash_encoder: HashEncoder) -> None:
+    small = {"nlist_factor": 2.0, "train_points_per_list": 4, "train_threshold": 40}
+    settings = load_settings(data_dir=tmp_path / "data", index=small)
+    docs = [DocumentWrite(id=f"d{i}", text=f"word{i} topic{i % 7}") for i in range(101)]
+    with open_collection(settings, encoder=hash_encoder) as collection:
+        with pytest.raises(KeyboardInterrupt), collection.indexer.bulk():
+            collection.write(docs[:100])
+            raise KeyboardInterrupt  # an interrupted load: no training on the way out
+        assert collection.vectors.trained_size == 0 and collection.vectors.count == 100
+        collection.write(docs[100:])  # outside a bulk load the usual rule applies again
+        assert collection.vectors.trained_size == 101
