@@ -102,11 +102,10 @@ def main() -> None:
         drawn = vectors[rng.choice(len(vectors), args.collection_queries, replace=False)]
         queries = drawn + rng.normal(0, 0.03, drawn.shape).astype(np.float32)
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-        texts = [""] * len(queries)
     exact_index = faiss.IndexFlatIP(vectors.shape[1])
     exact_index.add(vectors)
     exact = keys[exact_index.search(queries, args.depth)[1]]
-    print(f"{len(keys)} vectors, {len(texts)} queries, depth {args.depth}, {os.cpu_count()} cores", flush=True)
+    print(f"{len(keys)} vectors, {len(queries)} queries, depth {args.depth}, {os.cpu_count()} cores", flush=True)
 
     rows = []
     divisors = [int(d) for d in args.nprobe_divisors.split(",")]
@@ -132,7 +131,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"vectors": len(keys), "queries": len(texts), "collection_queries": bool(args.collection_queries), "depth": args.depth, "layouts": rows}, indent=2))
+    args.out.write_text(json.dumps({"vectors": len(keys), "queries": len(queries), "collection_queries": bool(args.collection_queries), "depth": args.depth, "layouts": rows}, indent=2))
 
 
 if __name__ == "__main__":

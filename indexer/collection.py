@@ -40,7 +40,7 @@ class Indexes:
 
     def close(self) -> None:
         self.engine.close()
-        self.indexer.snapshot()
+        self.indexer.save_changes()
         self.lexical.close()
 
 
@@ -157,8 +157,7 @@ def query_encoder(settings: Settings, encoder: Encoder, cache: TieredCache | Non
     encoded together (one batcher per generation; an old generation's idle worker just waits).
     Always through the batcher, micro_batch_max 1 included: its thread keeps the encoder off
     the event loop that submits the queries."""
-    batching = settings.encoder
-    encoder = MicroBatchingEncoder(encoder, batching.micro_batch_max, batching.micro_batch_wait_ms)
+    encoder = MicroBatchingEncoder(encoder, settings.encoder.micro_batch_max, settings.encoder.micro_batch_wait_ms)
     if cache is not None:
         encoder = CachedQueryEncoder(encoder, cache, settings.cache.embedding_ttl_s)
     return encoder

@@ -120,6 +120,6 @@ def ingest(
                 flush()
         flush()
     report.bad.sort(key=lambda bad: bad.line)
-    collection.indexer.snapshot()
+    collection.indexer.save_changes()  # the training at the block's end saved it already, if it ran
     report.seconds = time.perf_counter() - started
     return report

@@ -238,3 +238,30 @@ def test_only_bad_data_is_a_refusal_not_a_database_in_trouble(tmp_path: Path) ->
         with store.writing():
             raise locked
     assert store.last_seq() == 0
+
+
+def test_a_collection_that_only_answered_queries_writes_no_snapshot(
+    tmp_path: Path, hash_encoder: HashEncoder, monkeypatch
+) -> None:
+    """Closing saves the vector index only where memory holds what the snapshot lacks."""
+    settings = _settings(tmp_path)
+    docs = [DocumentWrite(id=f"d{i}", text=f"word{i} topic{i % 7}") for i in range(20)]
+    saves: list[Path] = []
+
+    def counted(collection) -> None:
+        save = collection.vectors.save
+        monkeypatch.setattr(collection.vectors, "save", lambda directory: (saves.append(directory), save(directory)))
+
+    with open_collection(settings, encoder=hash_encoder) as collection:  # new: no snapshot yet
+        counted(collection)
+    assert len(saves) == 1
+    with open_collection(settings, encoder=hash_encoder) as collection:
+        counted(collection)
+        collection.write(docs)
+    assert len(saves) == 2
+    with open_collection(settings, encoder=hash_encoder) as collection:
+        counted(collection)
+        assert collection.engine.search("word5 topic5", k=3, mode="dense").hits[0].id == "d5"
+    assert len(saves) == 2  # only searched: nothing written
+    with open_collection(settings, encoder=hash_encoder) as collection:
+        assert collection.vectors.count == 20  # what was saved is complete
