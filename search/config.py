@@ -196,9 +196,9 @@ class ApiSettings(_Section):
     # How long a thread that wants the GIL waits for a busy one to hand it over (Python: 5 ms).
     # The query encoder and FAISS run without the GIL and need it back between steps, while
     # ranking and HTTP handling hold it: a shorter interval keeps the encoder from idling
-    # (A/B, README "Load": +5-37% uncached QPS at 8 and 32 clients against 5 ms, one
-    # client unchanged).
-    switch_interval_ms: float = Field(0.5, gt=0, le=100)
+    # (A/B, README "Load": 0.5 ms gave +5-37% uncached QPS at 8 and 32 clients against 5 ms;
+    # 0.1 ms another +5-15% at 8-64 clients against 0.5 on one process).
+    switch_interval_ms: float = Field(0.1, gt=0, le=100)
 
 
 class KafkaSettings(_Section):

@@ -410,7 +410,7 @@ def test_serving_process_freezes_start_up_objects_and_shortens_the_gil_interval(
     finally:
         gc.unfreeze()
         sys.setswitchinterval(interval)
-    assert ApiSettings().switch_interval_ms == 0.5  # the default a serving process gets
+    assert ApiSettings().switch_interval_ms == 0.1  # the default a serving process gets
 
 
 def test_values_a_store_cannot_hold_are_refused_on_either_store(tmp_path: Path, store_url: str, monkeypatch) -> None:
