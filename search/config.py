@@ -197,7 +197,7 @@ class ApiSettings(_Section):
     # The query encoder and FAISS run without the GIL and need it back between steps, while
     # ranking and HTTP handling hold it: a shorter interval keeps the encoder from idling
     # (A/B, README "Load": 0.5 ms gave +5-37% uncached QPS at 8 and 32 clients against 5 ms;
-    # 0.1 ms another +3-15% at 1-64 clients against 0.5 on one process).
+    # 0.1 ms against 0.5, one process, five runs: -0.5% to +15% at 1-64 clients).
     switch_interval_ms: float = Field(0.1, gt=0, le=100)
 
 
