@@ -37,7 +37,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +49,7 @@ import numpy as np
 
 DSS = [sys.executable, "-m", "api"]
 CONCURRENCY = (1, 8, 32, 64)
+MIXES = ("uncached", "zipf", "cached")
 RUN_ID = os.urandom(4).hex()  # makes the uncached queries of this run new to every cache
 
 
@@ -159,20 +160,28 @@ class Target:
     headers: dict
 
 
-def measure(targets: list[Target], queries: list[str], seconds: float, runs: int, work: Path) -> dict[str, list[dict]]:
+def measure(
+    targets: list[Target],
+    queries: list[str],
+    seconds: float,
+    runs: int,
+    work: Path,
+    mixes: Sequence[str] = MIXES,
+    concurrencies: Sequence[int] = CONCURRENCY,
+) -> dict[str, list[dict]]:
     """Every mix at every concurrency on every server, the servers taking turns within each of
     the --runs runs (the order rotating from run to run), so that the machine's drift between
     minutes falls on all of them alike and their ratios are measured side by side. Each server
     seeds its own draws, so that none meets an uncached query that another answered (Redis is
-    shared)."""
+    shared). A row holds the medians and every run's figures."""
     rows: dict[str, list[dict]] = {t.name: [] for t in targets}
-    for mix in ("uncached", "zipf", "cached"):
+    for mix in mixes:
         if mix == "cached":  # answer every query once, so that the mix is all hits
             for target in targets:
                 with httpx.Client(base_url=target.url, headers=target.headers, timeout=60) as http:
                     for q in queries:
                         http.get(target.template.format(q=quote_plus(q))).raise_for_status()
-        for concurrency in CONCURRENCY:
+        for concurrency in concurrencies:
             results: dict[str, list[dict]] = {t.name: [] for t in targets}
             for run in range(runs):
                 turn = run % len(targets)
@@ -188,6 +197,7 @@ def measure(targets: list[Target], queries: list[str], seconds: float, runs: int
                     "concurrency": concurrency,
                     **{key: round(statistics.median(r[key] for r in runs_of), 2) for key in ("qps", "p50_ms", "p99_ms")},
                     "errors": sum(r["errors"] for r in runs_of),
+                    "runs": runs_of,
                 }
                 rows[target.name].append(row)
                 print(f"  {target.name:8} {mix:8} c={concurrency:<3} {row['qps']:8.1f} QPS  p50 {row['p50_ms']:8.2f} ms  "

@@ -8,9 +8,9 @@ turns run by run: the way to decide a setting on a host that drifts within minut
 Each --setting is LABEL:NAME=VALUE,NAME=VALUE... (environment for that server; nothing after
 the colon: the configuration as it is). Every server gets its own copy of the work dir's `dss`
 data directory (made once, reused). At each concurrency, each of --runs runs loads every server
-once with `wrk` on query_load.py's uncached mix, the order rotating from run to run, so that the
-machine's drift falls on all of them alike (bench/query_ab.py, which compares commits, serves
-one version at a time). Prints the median QPS and p99 of each server with every run's figures,
+once with `wrk` on the uncached mix, the order rotating from run to run (query_load.py's
+`measure`), so that the machine's drift falls on all of them alike (bench/query_ab.py, which
+compares commits, serves one version at a time). Prints the median QPS and p99 of each server with every run's figures,
 and writes JSON to bench/results/settings_ab.json.
 """
 
@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from query_ab import data_copy  # noqa: E402
-from query_load import dss_server, load, query_paths, reader_key  # noqa: E402
+from query_load import Target, dss_server, measure, reader_key  # noqa: E402
 
 
 def parse_setting(text: str) -> tuple[str, dict[str, str]]:
@@ -56,28 +55,20 @@ def main() -> None:
         sys.exit(f"{args.work_dir}/dss is missing: run bench/query_load.py --work-dir {args.work_dir} first")
     queries = [json.loads(line)["text"] for line in (args.queries_from / "queries.jsonl").open(encoding="utf-8")]
 
-    report: dict = {"workers": args.workers, "settings": dict(args.setting), "rows": []}
     with ExitStack() as servers:
         targets = []
         for i, (label, extra) in enumerate(args.setting):
             data = data_copy(args.work_dir / "dss", args.work_dir / f"settings-ab-{i}")
             env = {**os.environ, **extra}
             url = servers.enter_context(dss_server(data, args.workers, env))
-            targets.append((label, url, {"X-API-Key": reader_key(data, env)}))
-        for concurrency in args.concurrency:
-            runs: dict[str, list[dict]] = {label: [] for label, _, _ in targets}
-            for run in range(args.runs):
-                turn = run % len(targets)
-                for label, url, headers in targets[turn:] + targets[:turn]:
-                    paths = query_paths(queries, "uncached", f"{label}-{concurrency}-{run}", args.seconds * 3000, "/search?q={q}&k=10")
-                    runs[label].append(load(url, headers, concurrency, args.seconds, paths, args.work_dir))
-            for label, results in runs.items():
-                qps, p99 = [r["qps"] for r in results], [r["p99_ms"] for r in results]
-                row = {"setting": label, "concurrency": concurrency, "qps": round(statistics.median(qps), 1),
-                       "p99_ms": round(statistics.median(p99), 1), "runs": results}
-                report["rows"].append(row)
-                print(f"c={concurrency:<3} {label:12} {row['qps']:7.1f} QPS {[round(q) for q in qps]}  "
-                      f"p99 {row['p99_ms']:6.1f} ms {[round(p) for p in p99]}", flush=True)
+            targets.append(Target(label, url, "/search?q={q}&k=10", {"X-API-Key": reader_key(data, env)}))
+        rows = measure(targets, queries, args.seconds, args.runs, args.work_dir, ("uncached",), args.concurrency)
+    print("every run's QPS and p99, by setting:")
+    for label, rows_of in rows.items():
+        for row in rows_of:
+            print(f"  c={row['concurrency']:<3} {label:12} QPS {[round(r['qps']) for r in row['runs']]}  "
+                  f"p99 ms {[round(r['p99_ms']) for r in row['runs']]}", flush=True)
+    report = {"workers": args.workers, "settings": dict(args.setting), "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")
