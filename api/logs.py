@@ -40,7 +40,8 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        # orjson: a line per request, and json.dumps was ~8% of a cached search's time.
+        # orjson: a line is written for every request, so the JSON serialiser sits on the hot path of
+        # every search (docs/architecture.md#the-request-log).
         return orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
@@ -55,11 +56,11 @@ class JsonLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
 class RequestLog:
     """One log line per HTTP request. Where `dss` set up the logging (its JSON handler alone on
     the root logger), the line is made with orjson and written straight to that handler's
-    stream, the same fields as ``JsonFormatter`` gives. The logging module's record, formatter
-    and handler had cost about 50 µs of the event loop a request, a third of a repeated search
-    (165 µs of loop CPU a search at 64 clients, 115 µs with no line, 131 µs with this one).
-    Anywhere else (an application embedding the app, tests) it is an ordinary log record, so
-    that the handlers, filters and levels configured there apply."""
+    stream, the same fields as ``JsonFormatter`` gives: the logging module's record, formatter
+    and handler would be a large share of the event loop's work for a repeated search
+    (docs/architecture.md#the-request-log). Anywhere else (an application embedding the app,
+    tests) it is an ordinary log record, so that the handlers, filters and levels configured
+    there apply."""
 
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
