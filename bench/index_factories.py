@@ -90,7 +90,7 @@ def main() -> None:
     faiss.omp_set_num_threads(1)  # the server searches one query at a time on its ranking thread
 
     settings = load_settings(data_dir=args.data_dir)
-    store = Store(settings.store_url)
+    store = Store(settings.store_url, migrate_on_start=settings.store.migrate_on_start)
     keys, vectors = stored_embeddings(store)
     store.close()
     keys, vectors = keys[: args.vectors], vectors[: args.vectors]

@@ -36,4 +36,6 @@ fi
 
 # torch first, pinned: a looser requirement would pull gigabytes of CUDA wheels.
 python3 -m pip install -q torch==2.13.0
-python3 -m pip install -q -e '.[test]'
+# Everything else at the versions the tests run with (constraints.txt says how to refresh it);
+# pip leaves what already matches alone, so running this again changes nothing.
+python3 -m pip install -q -c constraints.txt -e '.[test,docs,lint]'

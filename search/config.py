@@ -47,25 +47,27 @@ class EncoderSettings(_Section):
     # faster, approximate vectors under their own fingerprint). auto: ONNX Runtime with the
     # int8 query model where that path applies (the CPU, a mean-pooled model), else torch.
     runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
-    # onnx only: documents in fp32, queries through the int8 model (cosine >= 0.987 to fp32,
-    # no nDCG@10 loss over 0.005 on cranfield and cisi, ~2x the best fp32 query throughput).
-    # The index keeps the fp32 fingerprint: documents are exact, only queries are approximated.
+    # onnx only: documents in fp32, queries through the int8 model, which encodes a query about
+    # twice as fast for a small loss of accuracy (docs/architecture.md#encoder-runtimes; figures
+    # in docs/benchmarks.md). The index keeps the fp32 fingerprint: documents are exact, only
+    # queries are approximated.
     int8_queries: bool = False
     onnx_cache_dir: Path | None = None  # exported models; None = ~/.cache/deepseek-search/onnx
     # onnx only: intra-op threads of the query encoder (None = threads). One thread encodes a
-    # micro-batch while the other cores serve requests; on 2 cores this gave more QPS than 2.
+    # micro-batch while the other cores serve requests, which serves more queries than giving
+    # the encoder every core (docs/architecture.md#encoder-runtimes).
     query_threads: int | None = Field(1, ge=1, le=1024)
     # onnx only: intra-op threads for a query the engine answers alone (no other query in
     # flight in this process), which may use the cores the rest of the path leaves idle.
     # "auto": the first lone queries take turns on query_threads, 1, 2 and 4 threads (up to the
     # cores there are) and the fastest is kept (query_threads unless another is >= 10% faster).
-    # In the server on an AMD EPYC 2-core machine, 2 threads took a lone int8 query's encoding
-    # from 9.0-9.5 to 7.5-7.9 ms; on an Intel Xeon with VNNI, 2 were slower in isolation.
+    # Measured in place because whether more threads help depends on the CPU.
     lone_query_threads: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = "auto"
     # Concurrent queries are encoded together: a batch takes what queued while the last one
     # ran, plus what arrives within micro_batch_wait_ms, up to micro_batch_max queries (1 = off).
-    # Small batches keep encoder and request path working side by side (a batch of 64 leaves
-    # the encoder idle while the request path ranks 64 results); on a GPU, raise it.
+    # Small batches keep encoder and request path working side by side (a large batch leaves
+    # the encoder idle while the request path ranks its results); on a GPU, raise it
+    # (docs/architecture.md#micro-batching).
     micro_batch_max: int = Field(8, ge=1, le=4096)
     micro_batch_wait_ms: float = Field(0.0, ge=0, le=1000)
 
@@ -79,21 +81,26 @@ class EncoderSettings(_Section):
 class StoreSettings(_Section):
     # SQLAlchemy URL; None = SQLite file ``store.sqlite`` in the data directory (WAL mode).
     url: str | None = None
+    migrate_on_start: bool = Field(
+        True,
+        description="Upgrade a store whose schema is older than this release when a process opens it. "
+        "Off: such a store is refused until `dss migrate` has run (e.g. to migrate once, before "
+        "rolling out replicas). A new, empty database is always set up.",
+    )
 
 
 class IndexSettings(_Section):
     # FAISS index-factory string once the collection is large enough to train; "{nlist}" is
     # filled with round(nlist_factor * sqrt(N)). Below the training threshold search is exact.
-    # SQfp16 stores each component in half precision: at 100,000 documents the same recall
-    # against exact search as Flat (recall@10 0.996 vs 0.997, @100 0.992) in half the memory,
-    # and a third less search time. An index saved with another factory string is rebuilt
-    # from the stored embeddings when it is opened (nothing is re-encoded).
+    # SQfp16 stores each component in half precision: about the recall of Flat in half the
+    # memory and less search time (docs/architecture.md#vector-index). An index saved with
+    # another factory string is rebuilt from the stored embeddings when it is opened (nothing
+    # is re-encoded).
     factory: str = "IVF{nlist},SQfp16"
     # nlist = round(nlist_factor * sqrt(N)), at most N / train_points_per_list (FAISS wants ~39
     # training points per list). A query probes about sqrt(N) / 2 lists: top-10 recall follows
-    # the number of lists probed more than their share (at 100,000 documents, 158 lists probed:
-    # recall@10 0.9951 / 0.9947 / 0.9956 with 1265 / 2530 / 5060 lists), and finer lists make
-    # each probe cheaper (1.61 -> 0.91 ms a query from 4 to 8 sqrt(N) lists, bench/index_factories.py).
+    # the number of lists probed more than their share, and finer lists make each probe cheaper
+    # (docs/architecture.md#vector-index; bench/index_factories.py measures it).
     nlist_factor: float = Field(8.0, gt=0)
     train_points_per_list: int = Field(39, ge=1)
     # Exact (flat) search below this many vectors; trained from it on.
@@ -116,8 +123,9 @@ class IndexSettings(_Section):
 
 class LexicalSettings(_Section):
     stemmer: str = "english"  # a Snowball language, or "none"
-    # "extended": the 318-word Glasgow list shipped with scikit-learn (measured better on
-    # cranfield and cisi than tantivy's 33-word Lucene list, "lucene"); or "none".
+    # "extended": the 318-word Glasgow list shipped with scikit-learn, which ranks better on
+    # the evaluation sets than tantivy's 33-word Lucene list, "lucene" (docs/ranking.md#evaluation);
+    # or "none".
     stopwords: Literal["extended", "lucene", "none"] = "extended"
     # Segment Chinese runs with jieba so mixed Chinese-English corpora are searchable.
     chinese: bool = True
@@ -195,9 +203,8 @@ class ApiSettings(_Section):
     workers: int = Field(1, ge=1, le=64)
     # How long a thread that wants the GIL waits for a busy one to hand it over (Python: 5 ms).
     # The query encoder and FAISS run without the GIL and need it back between steps, while
-    # ranking and HTTP handling hold it: a shorter interval keeps the encoder from idling
-    # (A/B, README "Load": 0.5 ms gave +5-37% uncached QPS at 8 and 32 clients against 5 ms;
-    # 0.1 ms against 0.5, one process, five runs: -0.5% to +15% at 1-64 clients).
+    # ranking and HTTP handling hold it: a shorter interval keeps the encoder from idling.
+    # Chosen by side-by-side load runs (docs/architecture.md#request-path, docs/benchmarks.md).
     switch_interval_ms: float = Field(0.1, gt=0, le=100)
 
 

@@ -5,11 +5,16 @@ next value of one change sequence; the indexes record the sequence they reflect 
 with ``changes_since(seq)``. Writers serialise on the sequence counter's row for the whole
 transaction, so sequence order is commit order and a reader never skips a change that
 commits late.
+
+The schema is managed by alembic (revisions in search/migrations/): ``Store`` brings a new
+database to the newest revision, recognises one created before alembic, and upgrades an older
+one when allowed (``prepare_schema``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -18,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -35,27 +41,43 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    inspect,
     select,
     type_coerce,
     update,
 )
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, ProgrammingError, StatementError
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError, StatementError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
 from search.documents import DocumentWrite, StoredDocument, as_utc, utcnow
 from search.filters import Filters, Scalar
 
+log = logging.getLogger(__name__)
+
+# ``meta.schema_version``: the number releases from before alembic check (they refuse a store
+# whose row is not 1). It stays 1 while those releases can still use the schema; a revision
+# they would misuse sets a higher number in that row (and here), so they refuse the store
+# instead. ``prepare_schema`` refuses a store at the head revision whose row differs.
 SCHEMA_VERSION = 1
 SEQUENCE = "change_seq"
+# The tables of a store created before alembic (the baseline revision creates exactly these).
+LEGACY_TABLES = frozenset({"documents", "counters", "meta"})
+# pg_advisory_xact_lock key held while a process checks and migrates the schema.
+_SCHEMA_LOCK = 7305917
 
 
 class SchemaError(RuntimeError):
     """The database was written by an incompatible version of deepseek-search."""
+
+
+class MigrationPending(SchemaError):
+    """The store's schema is older than this code and ``store.migrate_on_start`` is off."""
 
 
 class WriteRefused(ValueError):
@@ -276,16 +298,50 @@ class WriteBatch:
         self._pending.clear()
 
 
+@dataclass(frozen=True)
+class SchemaReport:
+    """What ``prepare_schema`` found and left. ``before`` is the alembic revision found (None:
+    none; ``legacy`` tells a store created before alembic from an empty database)."""
+
+    before: str | None
+    after: str | None
+    head: str
+    legacy: bool = False
+
+    @property
+    def pending(self) -> bool:
+        """Whether the store needs migrating: after a dry run, that it is short of the head
+        revision (an empty database included); after a run, never (it refuses instead)."""
+        return self.after != self.head
+
+    def describe(self, revision: str | None) -> str:
+        if revision is not None:
+            return revision
+        if self.legacy:
+            return f"none: created before alembic (schema version 1, i.e. revision {_baseline()})"
+        return "none: empty database"
+
+
 class Store:
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, migrate_on_start: bool = True) -> None:
+        """Open the store at ``url``, creating its tables in an empty database. A store at an
+        older schema revision is upgraded when ``migrate_on_start`` (``store.migrate_on_start``),
+        else refused with ``MigrationPending``; one newer than this code, with ``SchemaError``."""
         self.url = url
         # A pooled server connection may have been dropped: check it out with a ping. An
-        # SQLite file has no connection to lose (the ping was 3% of the ranking thread).
+        # SQLite file has no connection to lose, and the ping is not free on the query path
+        # (see docs/architecture.md).
         self.engine: Engine = create_engine(url, echo=echo, pool_pre_ping=not url.startswith("sqlite"))
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._store_id: str | None = None
-        self._initialise()
+        try:
+            # An in-memory SQLite database lives in this engine's connection only.
+            target = self.engine if _is_sqlite_memory(self.engine) else url
+            self.schema = prepare_schema(target, migrate=migrate_on_start)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self._page_reader = _SqlitePageReader(self.engine.url.database) if _is_sqlite_file(self.engine) else None
 
     @property
@@ -296,38 +352,6 @@ class Store:
         if self._page_reader is not None:
             self._page_reader.close()
         self.engine.dispose()
-
-    def _initialise(self, attempts: int = 5) -> None:
-        """Create the tables and check the schema version, safe against another process (a
-        consumer and a query service starting together) doing the same at the same moment."""
-        for attempt in range(attempts):
-            try:
-                with self.engine.begin() as connection:
-                    if self.dialect == "postgresql":  # serialise concurrent CREATE TABLEs
-                        connection.execute(sql_text("SELECT pg_advisory_xact_lock(7305917)"))
-                    Base.metadata.create_all(connection)
-                self._check_schema()
-                return
-            except (IntegrityError, OperationalError, ProgrammingError):
-                # The other process won a race (a table or the schema row appeared under us).
-                if attempt == attempts - 1:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
-
-    def _check_schema(self) -> None:
-        with Session(self.engine) as session, session.begin():
-            row = session.get(MetaRow, "schema_version")
-            if row is None:
-                session.add(MetaRow(key="schema_version", value=str(SCHEMA_VERSION)))
-            elif int(row.value) != SCHEMA_VERSION:
-                raise SchemaError(
-                    f"store at {self.engine.url.render_as_string(hide_password=True)} has schema "
-                    f"version {row.value}; this deepseek-search expects {SCHEMA_VERSION}"
-                )
-            if session.get(CounterRow, SEQUENCE) is None:
-                session.add(CounterRow(name=SEQUENCE, value=0))
-            if session.get(MetaRow, "store_id") is None:
-                session.add(MetaRow(key="store_id", value=uuid.uuid4().hex))
 
     @property
     def store_id(self) -> str:
@@ -386,7 +410,8 @@ class Store:
             return {}
         if self._page_reader is not None:
             return self._page_reader.get_by_keys(keys)
-        # Core, not the ORM: this runs for every uncached query, and ORM rows cost ~3x more.
+        # Core, not the ORM: this runs for every uncached query, and ORM rows cost several
+        # times as much (see docs/architecture.md).
         with self.engine.connect() as conn:
             rows = conn.execute(_BY_KEYS, {"keys": [int(k) for k in keys]})
             return {row.key: _to_document(row, with_embedding=False) for row in rows}
@@ -476,6 +501,171 @@ class Store:
         return {str(enc): int(n) for enc, n in rows}
 
 
+# -- schema ---------------------------------------------------------------------------
+
+
+def prepare_schema(
+    target: str | URL | Engine, *, migrate: bool = True, dry_run: bool = False, attempts: int = 5
+) -> SchemaReport:
+    """Bring the store's schema to the head revision, in one transaction that holds a lock
+    (PostgreSQL: an advisory lock; SQLite: BEGIN IMMEDIATE, its write lock), so that of two
+    processes starting at once one migrates and the other then finds the work done.
+
+    - an empty database gets the head revision (whatever ``migrate`` says: nothing to keep);
+    - a store created before alembic (its tables, ``meta.schema_version`` 1 and no
+      ``alembic_version`` table) is stamped with the baseline revision, then treated as below;
+    - a store at an older revision is upgraded when ``migrate``, else ``MigrationPending``;
+    - a store at a revision this code does not know (a newer release's) raises ``SchemaError``.
+
+    ``dry_run`` changes nothing and reports what would be done (``report.pending``).
+    """
+    engine = target if isinstance(target, Engine) else _migration_engine(target)
+    if dry_run and _is_sqlite_file(engine) and not Path(engine.url.database or "").exists():
+        engine.dispose()  # a look must not leave an empty database file behind
+        from search import migrations
+
+        return SchemaReport(None, None, migrations.head())
+    try:
+        with _connect(engine, attempts) as connection, connection.begin():
+            return _prepare(connection, migrate=migrate, dry_run=dry_run)
+    finally:
+        if engine is not target:
+            engine.dispose()
+
+
+def _connect(engine: Engine, attempts: int) -> Connection:
+    for attempt in range(attempts):
+        try:
+            return engine.connect()
+        except OperationalError:
+            # SQLite: another process held a new file while this one set WAL mode; PostgreSQL:
+            # a server still starting. Both pass. (A failing migration is not retried.)
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _prepare(connection: Connection, *, migrate: bool, dry_run: bool) -> SchemaReport:
+    from alembic import command
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    from search import migrations
+
+    where = connection.engine.url.render_as_string(hide_password=True)
+    if connection.dialect.name == "postgresql":
+        connection.execute(sql_text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+    config = migrations.alembic_config(connection)
+    script = ScriptDirectory.from_config(config)
+    head = script.get_current_head()
+    assert head is not None, "no migration scripts found"
+    before = _current_revision(connection, where)
+    legacy = before is None and _is_legacy_store(connection, where)
+    if before is not None:
+        try:
+            script.get_revision(before)
+        except CommandError:
+            raise SchemaError(
+                f"store at {where} is at schema revision {before}, which this deepseek-search does not "
+                f"know (its newest is {head}): it was migrated by a newer release. Run that release, "
+                "or restore a backup taken before the upgrade"
+            ) from None
+    current = migrations.BASELINE if legacy else before
+    if dry_run:
+        return SchemaReport(before, current, head, legacy)
+    if legacy:
+        log.info("stamping a store created before alembic", extra={"revision": migrations.BASELINE})
+        command.stamp(config, migrations.BASELINE)
+    if current is None:
+        command.upgrade(config, "head")
+    elif current != head:
+        if not migrate:
+            raise MigrationPending(
+                f"store at {where} is at schema revision {current}; this deepseek-search needs {head}. "
+                "Run `dss migrate` (with the same --config/--data-dir) to upgrade it, or set "
+                "store.migrate_on_start: true"
+            )
+        log.warning("migrating the store's schema", extra={"from": current, "to": head})
+        command.upgrade(config, "head")
+    after = _current_revision(connection, where)
+    _seed(connection, where)
+    return SchemaReport(before, after, head, legacy)
+
+
+def _current_revision(connection: Connection, where: str) -> str | None:
+    """The revision in alembic's table (read directly: alembic's MigrationContext logs a line
+    each time it is made, and this runs at every start)."""
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    found = list(connection.scalars(sql_text("SELECT version_num FROM alembic_version")))
+    if len(found) > 1:
+        raise SchemaError(f"store at {where} is at several schema revisions at once ({', '.join(found)})")
+    return found[0] if found else None
+
+
+def _is_legacy_store(connection: Connection, where: str) -> bool:
+    """Whether a database without ``alembic_version`` holds a store created before alembic."""
+    ours = LEGACY_TABLES & set(inspect(connection).get_table_names())
+    if not ours:
+        return False
+    if ours != LEGACY_TABLES:
+        raise SchemaError(
+            f"database at {where} has the table(s) {', '.join(sorted(ours))} but not "
+            f"{', '.join(sorted(LEGACY_TABLES - ours))}, and no alembic_version table: not a "
+            "deepseek-search store this release recognises"
+        )
+    version = connection.scalar(select(MetaRow.value).where(MetaRow.key == "schema_version"))
+    if version is not None and version != "1":
+        raise SchemaError(f"store at {where} has schema version {version}; this deepseek-search expects 1")
+    return True
+
+
+def _seed(connection: Connection, where: str) -> None:
+    """The rows every store has; and the check releases before alembic made."""
+    version = connection.scalar(select(MetaRow.value).where(MetaRow.key == "schema_version"))
+    if version is None:
+        connection.execute(insert(MetaRow).values(key="schema_version", value=str(SCHEMA_VERSION)))
+    elif version != str(SCHEMA_VERSION):
+        raise SchemaError(
+            f"store at {where} has schema version {version}; this deepseek-search expects {SCHEMA_VERSION}"
+        )
+    if connection.scalar(select(CounterRow.value).where(CounterRow.name == SEQUENCE)) is None:
+        connection.execute(insert(CounterRow).values(name=SEQUENCE, value=0))
+    if connection.scalar(select(MetaRow.value).where(MetaRow.key == "store_id")) is None:
+        connection.execute(insert(MetaRow).values(key="store_id", value=uuid.uuid4().hex))
+
+
+def _baseline() -> str:
+    from search import migrations
+
+    return migrations.BASELINE
+
+
+def _migration_engine(url: str | URL) -> Engine:
+    """An engine of one unpooled connection for ``_prepare``. On SQLite the whole migration
+    is one transaction begun with BEGIN IMMEDIATE: pysqlite would otherwise run DDL outside
+    any transaction, and begin deferred transactions that two processes could both enter."""
+    engine = create_engine(url, poolclass=NullPool)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_connection: Any, record: Any) -> None:
+            _sqlite_pragmas(dbapi_connection, record)
+            dbapi_connection.isolation_level = None  # no implicit BEGIN: see below
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection: Connection) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _is_sqlite_memory(engine: Engine) -> bool:
+    url = engine.url
+    return engine.dialect.name == "sqlite" and (url.database in (None, "", ":memory:") or "mode=memory" in str(url))
+
+
 def _is_sqlite_file(engine: Engine) -> bool:
     """A plain SQLite file path (not in memory, no driver options such as ``uri=true``)."""
     url = engine.url
@@ -484,9 +674,9 @@ def _is_sqlite_file(engine: Engine) -> bool:
 
 class _SqlitePageReader:
     """Hydration of result pages on an SQLite file through the bare sqlite3 module, on a
-    connection of its own: it runs for every uncached query, and a pooled Core query cost
-    2.6x as much (207 vs 80 µs for a page of 10 on 100,000 documents), most of it holding
-    the GIL the rest of the query path needs. It decodes the columns as the store's types
+    connection of its own: it runs for every uncached query, and a pooled Core query costs
+    much more, most of it holding the GIL the rest of the query path needs (see
+    docs/architecture.md). It decodes the columns as the store's types
     do (JSON metadata; naive UTC timestamps returned aware). Autocommit: each read sees the
     latest commit and holds no snapshot open between reads."""
 
@@ -532,7 +722,7 @@ def _utc(stored: str | None) -> datetime | None:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=30000")  # first: switching to WAL waits for other processes too
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
