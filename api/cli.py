@@ -137,10 +137,12 @@ def search(
     data_dir: DataDirOption = None,
 ) -> None:
     """Search and print a result table."""
+    from search.request import SearchRequest
+
     settings = _settings(config, data_dir)
     with _open(settings) as collection:
         try:
-            result = collection.engine.search(query, k=k, mode=mode, nprobe=nprobe)
+            result = collection.engine.search(SearchRequest(query, k=k, mode=mode, nprobe=nprobe))
         except ValueError as exc:
             err.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from None
@@ -177,8 +179,8 @@ def evaluate(
     once per mode, on one index."""
     from indexer.collection import open_collection
     from indexer.ingest import count_lines
-    from search.engine import RankOptions
     from search.evaluation import evaluate as run_eval
+    from search.request import RankOptions, SearchRequest
 
     requested = modes or ["default"]
     parsed: list[tuple[str, str, RankOptions | None]] = []
@@ -204,7 +206,7 @@ def evaluate(
             for name, mode, options in parsed:
                 try:
                     result = run_eval(collection.engine, beir_dir, mode, nprobe, options=options)
-                    resolved = collection.engine.resolve_mode(mode)
+                    resolved = collection.engine.resolved(SearchRequest(name, mode=mode)).mode
                 except ValueError as exc:
                     err.print(f"[red]{exc}[/red]")
                     raise typer.Exit(2) from None
@@ -319,6 +321,36 @@ def stats(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
 
 
 @app.command()
+def migrate(
+    check: Annotated[
+        bool, typer.Option("--check", help="Change nothing; exit 1 if the store needs migrating.")
+    ] = False,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Upgrade the store's schema to this release's newest revision (what a process does at
+    start unless store.migrate_on_start is off); print the revision before and after."""
+    from search.store import SchemaError, prepare_schema
+
+    settings = _settings(config, data_dir)
+    if settings.store.url is None and not check:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        report = prepare_schema(settings.store_url, migrate=True, dry_run=check)
+    except SchemaError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"store: {report.describe(report.before)}")
+    if check:
+        if report.pending:
+            console.print(f"pending: {report.describe(report.after)} -> {report.head}")
+            raise typer.Exit(1)
+        console.print(f"up to date at {report.head}")
+    else:
+        console.print(f"now:   {report.describe(report.after)}")
+
+
+@app.command()
 def reindex(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
     """Rebuild every index from the store (re-encoding only if the encoder changed)."""
     from indexer.reindex import rebuild
@@ -328,7 +360,7 @@ def reindex(config: ConfigOption = None, data_dir: DataDirOption = None) -> None
     settings = _settings(config, data_dir)
     with err.status("loading encoder"):
         encoder = load_encoder(settings.encoder)
-    store = Store(settings.store_url)
+    store = Store(settings.store_url, migrate_on_start=settings.store.migrate_on_start)
     try:
         with _progress() as progress:
             task = progress.add_task("reindexing", total=max(store.stats().live, 1))

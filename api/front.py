@@ -10,12 +10,11 @@ middleware, answers a GET /search whose query string and *current* engine state 
 the same API-key check the route makes. Any applied write moves the state on, so a page
 computed before it is never served after it.
 
-A query string it has no page for is read into the route's own parameter model
-(``SearchQuery``), the way FastAPI reads one, and searched. FastAPI's dependency solving for
-the route's 13 parameters was most of the 0.32 ms a lone query had spent before its cache
-lookups (the trace in bench/HISTORY.md). Everything else (a refused key, a query string the
-model or the deployment's limits refuse, a GET with a body, other routes) goes on to the app
-unchanged, which answers it and words its errors as always.
+A query string it has no page for is read by the route's own parser
+(``SearchQuery.parse``) and searched without FastAPI's dependency solving, most of
+a cached query's cost before its cache lookups (docs/architecture.md). Everything else (a
+refused key, a query string the parser or the deployment's limits refuse, a GET with a body,
+other routes) goes on to the app unchanged, which answers it and words its errors as always.
 """
 
 from __future__ import annotations
@@ -27,16 +26,16 @@ from typing import TYPE_CHECKING
 
 import cachetools
 from pydantic import ValidationError
-from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.keys import Role, refusal
-from api.models import SearchQuery, SearchRequest
+from api.models import SearchQuery
 from api.search_response import limit_error, page_body, search_response
 from search.config import ApiSettings
+from search.request import SearchRequest
 
 if TYPE_CHECKING:
-    from api.app import Services
+    from api.service import Services
 
 ROUTE = "/search"
 ROUTE_LABEL = "dss.route"  # scope key: the route a response came from when the router never saw it
@@ -93,18 +92,9 @@ class SearchFront:
 
 def read_query(query_string: bytes, api: ApiSettings) -> SearchRequest | None:
     """The request GET /search would make of this query string, or None where the route would
-    refuse it. Values are gathered as FastAPI gathers a parameter model's: every value of a
-    repeatable parameter, the last of any other, unknown names ignored."""
-    params = QueryParams(query_string)
-    values: dict[str, str | list[str]] = {}
-    for name in SearchQuery.model_fields:
-        if name in SearchQuery.SEQUENCES:
-            if listed := params.getlist(name):
-                values[name] = listed
-        elif (value := params.get(name)) is not None:
-            values[name] = value
+    refuse it."""
     try:
-        request = SearchQuery.model_validate(values).to_request()
+        request = SearchQuery.parse(query_string)
     except ValidationError:
         return None
     return None if limit_error(api, request) else request

@@ -6,10 +6,13 @@ from datetime import datetime
 import json
 from typing import Annotated, Any, ClassVar, Literal
 
+from starlette.datastructures import QueryParams
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
 
 from search.config import EncoderSettings
 from search.documents import INT64, MAX_ID_LENGTH, NUL_FREE, Metadata, StoredText, Timestamp
+from search.filters import Filters
+from search.request import RankOptions, SearchRequest
 
 MAX_QUERY_CHARS = 10_000
 MAX_TEXT_CHARS = 1_000_000
@@ -47,7 +50,9 @@ class SearchFilters(_Strict):
     updated_before: Timestamp | None = Field(None, description="updated_at < this (exclusive).")
 
 
-class SearchRequest(_Strict):
+class SearchBody(_Strict):
+    """POST /search's JSON body."""
+
     q: QueryText
     k: PageSize = 10
     offset: PageOffset = 0
@@ -71,14 +76,26 @@ class SearchRequest(_Strict):
             raise ValueError("weights must be between 0 and 1000 with at least one above 0")
         return value
 
+    def to_request(self) -> SearchRequest:
+        """The engine's request: the one place an HTTP search becomes one."""
+        f = self.filters
+        return SearchRequest(
+            query=self.q,
+            k=self.k,
+            offset=self.offset,
+            mode=self.mode,
+            nprobe=self.nprobe,
+            filters=Filters(tuple(f.category), dict(f.metadata), f.updated_after, f.updated_before),
+            options=RankOptions(self.weights, self.freshness, self.half_life_days, self.diversity),
+            explain=self.explain,
+        )
+
 
 class SearchQuery(BaseModel):
-    """GET /search's query parameters, the query-string form of ``SearchRequest``. FastAPI reads
-    them for the route; the front's fast lane (api/front.py) reads a query string into the same
-    model the way FastAPI does, so that both take the same strings to the same request. Unknown
-    parameters are ignored (FastAPI's way with query parameters)."""
+    """GET /search's query parameters, the query-string form of ``SearchBody``. ``parse``
+    reads them for the route and for its fast lane alike."""
 
-    SEQUENCES: ClassVar[tuple[str, ...]] = ("category", "meta")  # repeatable: FastAPI takes every value
+    SEQUENCES: ClassVar[tuple[str, ...]] = ("category", "meta")  # repeatable: every value counts
 
     q: QueryText
     k: PageSize = 10
@@ -105,7 +122,22 @@ class SearchQuery(BaseModel):
                 raise ValueError(f"invalid meta filter {pair!r}: expected FIELD=VALUE")
         return pairs
 
-    def to_request(self) -> SearchRequest:
+    @classmethod
+    def parse(cls, query_string: bytes) -> SearchRequest:
+        """The request a query string makes; raises ``ValidationError`` for what the route
+        refuses. Every value of a repeatable parameter counts, the last of any other; unknown
+        names are ignored."""
+        params = QueryParams(query_string)
+        values: dict[str, str | list[str]] = {}
+        for name in cls.model_fields:
+            if name in cls.SEQUENCES:
+                if listed := params.getlist(name):
+                    values[name] = listed
+            elif (value := params.get(name)) is not None:
+                values[name] = value
+        return cls.model_validate(values).to_body().to_request()
+
+    def to_body(self) -> SearchBody:
         """The JSON form of this query; raises ``ValidationError`` for what it would refuse
         (a NUL, a date out of range, a metadata value a store cannot hold)."""
         filters = SearchFilters(
@@ -114,7 +146,7 @@ class SearchQuery(BaseModel):
             updated_after=self.updated_after,
             updated_before=self.updated_before,
         )
-        return SearchRequest(
+        return SearchBody(
             q=self.q,
             k=self.k,
             offset=self.offset,

@@ -1,5 +1,5 @@
-"""A search's HTTP answer: from a validated ``SearchRequest`` to its JSON response, for the
-routes (api/app.py) and for the front's fast lane (api/front.py) alike."""
+"""A search's HTTP answer: from a ``SearchRequest`` to its JSON response, for the route
+(api/routes/search.py) and for its fast lane (api/front.py) alike."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ from typing import TYPE_CHECKING
 import orjson
 from starlette.responses import Response
 
-from api.models import Explanation, QueryExplanation, SearchHit, SearchPage, SearchRequest
+from api.models import Explanation, QueryExplanation, SearchHit, SearchPage
 from search.config import ApiSettings
-from search.engine import RankOptions
-from search.filters import Filters
+from search.request import SearchRequest
 
 if TYPE_CHECKING:
-    from api.app import Services
+    from api.service import Services
 
 
 def page_body(head: bytes, timings_ms: dict[str, float]) -> bytes:
@@ -24,7 +23,7 @@ def page_body(head: bytes, timings_ms: dict[str, float]) -> bytes:
 
 def limit_error(api: ApiSettings, request: SearchRequest) -> str | None:
     """What this deployment refuses in a valid request (its settings are stricter than the models)."""
-    if len(request.q) > api.max_query_chars:
+    if len(request.query) > api.max_query_chars:
         return f"q is longer than {api.max_query_chars} characters"
     if request.k > api.max_k:
         return f"k must be at most {api.max_k}"
@@ -38,14 +37,14 @@ async def search_response(svc: Services, request: SearchRequest, query_string: b
     model is built by us and needs no second validation). A GET request's page is offered to
     the front under its query string. On the event loop: cache lookups and serialisation;
     encoding and ranking are awaited on their own threads (see SearchEngine.search_async)."""
-    f = request.filters
-    filters = Filters(tuple(f.category), dict(f.metadata), f.updated_after, f.updated_before)
     indexes = svc.collection.indexes  # one generation for the whole request
-    state = indexes.engine.state  # read before searching: the page reflects this state or a later one
-    options = RankOptions(request.weights, request.freshness, request.half_life_days, request.diversity)
-    args = (request.q, request.k, request.mode, request.nprobe, request.offset, filters, options)
+    engine = indexes.engine
+    state = engine.state  # read before searching: the page reflects this state or a later one
     results = svc.collection.results
-    result = (await results.search_async(indexes.engine, *args))[0] if results else await indexes.engine.search_async(*args)
+    if results is not None:
+        result = (await results.search_async(engine, request, indexes.embeddings))[0]
+    else:
+        result = await engine.search_async(request)
     for stage, ms in result.timings_ms.items():
         svc.metrics.observe_stage(stage, ms / 1000)
     hits = [
@@ -62,7 +61,7 @@ async def search_response(svc: Services, request: SearchRequest, query_string: b
         for h in result.hits
     ]
     page = SearchPage(
-        query=request.q,
+        query=request.query,
         mode=result.mode,
         k=request.k,
         offset=request.offset,

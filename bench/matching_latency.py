@@ -31,7 +31,7 @@ from synthetic import aged_collection  # noqa: E402
 from indexer.collection import open_collection  # noqa: E402
 from search.config import load_settings  # noqa: E402
 from search.encoders.base import Encoder  # noqa: E402
-from search.engine import RankOptions  # noqa: E402
+from search.request import RankOptions, SearchRequest  # noqa: E402
 from search.evaluation import load_queries  # noqa: E402
 
 
@@ -81,15 +81,15 @@ def main() -> None:
             encode_ms = (time.perf_counter() - started) * 1000 / 50
             engine.encoder = PrecomputedQueries(engine.encoder, queries)
             for q in queries[:20]:  # warm-up
-                engine.search(q, k=10, mode="dense")
-                engine.search(q, k=10, options=options)
+                engine.search(SearchRequest(q, k=10, mode="dense"))
+                engine.search(SearchRequest(q, k=10, options=options))
             dense, full, added = [], [], []
             for _ in range(args.rounds):
                 for q in queries:
                     t0 = time.perf_counter()
-                    engine.search(q, k=10, mode="dense")
+                    engine.search(SearchRequest(q, k=10, mode="dense"))
                     t1 = time.perf_counter()
-                    engine.search(q, k=10, options=options)
+                    engine.search(SearchRequest(q, k=10, options=options))
                     t2 = time.perf_counter()
                     dense.append((t1 - t0) * 1000)
                     full.append((t2 - t1) * 1000)

@@ -31,7 +31,7 @@ from synthetic import aged_collection, near_duplicates  # noqa: E402
 
 from indexer.collection import open_collection  # noqa: E402
 from search.config import load_settings  # noqa: E402
-from search.engine import RankOptions  # noqa: E402
+from search.request import RankOptions, SearchRequest  # noqa: E402
 from search.evaluation import load_qrels, load_queries  # noqa: E402
 
 FRESHNESS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
@@ -57,7 +57,7 @@ def score(engine, queries, qrels, options: RankOptions, twins: dict[str, str]) -
     ids = list(queries)
     for start in range(0, len(ids), 64):
         chunk = ids[start : start + 64]
-        rankings = engine.rank_many([queries[q] for q in chunk], 100, "default", options=options)
+        rankings = engine.rank_many([SearchRequest(queries[q], k=100, options=options) for q in chunk])
         keys = {key for r in rankings for key, _ in r.ranked}
         docs = engine.store.get_by_keys(list(keys))
         for qid, ranking in zip(chunk, rankings):

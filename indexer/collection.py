@@ -12,14 +12,14 @@ from pathlib import Path
 from indexer.layout import current_generation
 from indexer.writer import Indexer, Progress, WriteReport
 from search.attributes import DocumentAttributes
-from search.caches import TieredCache, build_cache
+from search.caches import TieredCache
 from search.config import Settings
 from search.documents import DocumentWrite
 from search.encoders import Encoder, load_encoder
-from search.encoders.batching import MicroBatchingEncoder
 from search.engine import SearchEngine
 from search.lexical import LexicalIndex
 from search.query_cache import CachedQueryEncoder, ResultCache
+from search.query_path import QueryPath
 from search.store import Store, WriteRefused
 from search.vector_index import EncoderMismatch, VectorIndex
 
@@ -37,6 +37,7 @@ class Indexes:
     lexical: LexicalIndex
     indexer: Indexer
     engine: SearchEngine
+    embeddings: CachedQueryEncoder | None = None  # the engine's cached query embeddings
 
     def close(self) -> None:
         self.engine.close()
@@ -52,9 +53,16 @@ class Collection:
     settings: Settings
     store: Store
     indexes: Indexes
-    cache: TieredCache | None = None  # the levels, shared by every generation
-    results: ResultCache | None = None  # result pages in that cache
+    query_path: QueryPath = field(default_factory=QueryPath)  # caches shared by every generation
     _write_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def cache(self) -> TieredCache | None:
+        return self.query_path.cache
+
+    @property
+    def results(self) -> ResultCache | None:
+        return self.query_path.results
 
     # Shorthands for the live generation.
     @property
@@ -120,8 +128,7 @@ class Collection:
         with self._write_lock:
             self.indexes.close()
             self.store.close()
-            if self.cache is not None:
-                self.cache.close()
+            self.query_path.close()
 
     def __enter__(self) -> "Collection":
         return self
@@ -131,9 +138,10 @@ class Collection:
 
 
 def open_indexes(
-    settings: Settings, store: Store, encoder: Encoder, generation: Path, cache: TieredCache | None = None
+    settings: Settings, store: Store, encoder: Encoder, generation: Path, query_path: QueryPath | None = None
 ) -> Indexes:
-    """The indexes of one generation and the indexer that keeps them in step with the store."""
+    """The indexes of one generation, the indexer that keeps them in step with the store and
+    the engine that reads them (through ``query_path``'s caches, if any)."""
     try:
         vectors = VectorIndex.load(generation / "vectors", settings.index, encoder.fingerprint)
     except EncoderMismatch as exc:
@@ -144,41 +152,32 @@ def open_indexes(
     lexical = LexicalIndex(generation / "lexical", settings.lexical)
     attributes = DocumentAttributes(encoder.dimension)
     indexer = Indexer(settings, store, encoder, vectors, lexical, generation / "vectors", attributes)
-    engine = SearchEngine(
-        settings.search, store, query_encoder(settings, encoder, cache), vectors, lexical, attributes,
-        generation=generation.name,
+    engine, embeddings = (query_path or QueryPath()).engine(
+        settings, store, encoder, vectors, lexical, attributes, generation.name
     )
     (generation / ENCODER_FILE).write_text(settings.encoder.model_dump_json())
-    return Indexes(generation, encoder, vectors, lexical, indexer, engine)
-
-
-def query_encoder(settings: Settings, encoder: Encoder, cache: TieredCache | None) -> Encoder:
-    """The encoder as the query path uses it: cached embeddings first, then concurrent misses
-    encoded together (one batcher per generation; an old generation's idle worker just waits).
-    Always through the batcher, micro_batch_max 1 included: its thread keeps the encoder off
-    the event loop that submits the queries."""
-    encoder = MicroBatchingEncoder(encoder, settings.encoder.micro_batch_max, settings.encoder.micro_batch_wait_ms)
-    if cache is not None:
-        encoder = CachedQueryEncoder(encoder, cache, settings.cache.embedding_ttl_s)
-    return encoder
+    return Indexes(generation, encoder, vectors, lexical, indexer, engine, embeddings)
 
 
 def open_collection(
-    settings: Settings, encoder: Encoder | None = None, progress: Progress | None = None
+    settings: Settings,
+    encoder: Encoder | None = None,
+    progress: Progress | None = None,
+    query_path: QueryPath | None = None,
 ) -> Collection:
     """Open the store and the current indexes under ``settings.data_dir`` and catch them up.
+    ``query_path``: the caches queries go through; None = those configured.
 
     Raises ``EncoderMismatch`` when the saved vector index was built by another encoder.
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     encoder = encoder or load_encoder(settings.encoder)
-    store = Store(settings.store_url)
+    store = Store(settings.store_url, migrate_on_start=settings.store.migrate_on_start)
     generation = current_generation(settings.data_dir)
     generation.mkdir(parents=True, exist_ok=True)
-    cache = build_cache(settings.cache, settings.data_dir)
-    indexes = open_indexes(settings, store, encoder, generation, cache)
+    query_path = query_path or QueryPath.build(settings)
+    indexes = open_indexes(settings, store, encoder, generation, query_path)
     caught_up = indexes.indexer.catch_up(progress)
     if caught_up:
         log.info("indexes caught up with the store", extra={"changes": caught_up})
-    results = ResultCache(cache, settings.cache.ttl_s) if cache is not None else None
-    return Collection(settings, store, indexes, cache=cache, results=results)
+    return Collection(settings, store, indexes, query_path)

@@ -56,7 +56,7 @@ def rebuild_live(
         settings = settings.model_copy(update={"encoder": encoder_settings})
         encoder = load_encoder(encoder_settings)
     generation = new_generation(settings.data_dir, name)
-    indexes = open_indexes(settings, collection.store, encoder, generation, collection.cache)
+    indexes = open_indexes(settings, collection.store, encoder, generation, collection.query_path)
     indexes.indexer.catch_up(progress)  # the bulk of the work; queries and writes go on
     with collection.writes_paused():
         indexes.indexer.catch_up()  # writes that landed during the build

@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -29,23 +29,13 @@ from search.lexical import LexicalIndex
 from search.matching.features import TEMPORAL, QueryFeatures, analyse_query
 from search.matching.weights import WeightModel
 from search.ranking.rerank import RerankWeights, rerank
+from search.request import MODES, RankOptions, SearchRequest
 from search.snippets import snippet
 from search.store import Store
 from search.vector_index import VectorIndex
 
-MODES: tuple[str, ...] = ("dense", "lexical", "hybrid", "rrf", "dynamic", "default")
 FUSED_MODES = ("hybrid", "rrf", "dynamic")
 SNIPPET_CHARS = 240
-
-
-@dataclass(frozen=True)
-class RankOptions:
-    """Per-request overrides of the configured ranking; None = the configured value."""
-
-    weights: dict[str, float] | None = None  # fixed relevance weights instead of the model's
-    freshness: float | None = None
-    half_life_days: float | None = None
-    diversity: float | None = None
 
 
 @dataclass
@@ -125,7 +115,6 @@ class SearchEngine:
         self.attributes = attributes or DocumentAttributes(encoder.dimension)
         self.weight_model = weight_model or WeightModel.load(settings.weight_model_path())
         self._ranker: ThreadPoolExecutor | None = None  # search_async's ranking thread, made on first use
-        self._answering = 0  # search_async calls in progress (counted on the event loop)
         # Everything fixed at start-up that shapes a ranking (result-cache keys hold it): a
         # refitted weight model at the same path must not be answered by pages of the old one.
         self.ranking_fingerprint = hashlib.sha256(
@@ -142,42 +131,29 @@ class SearchEngine:
         configuration."""
         return (self.store.store_id, self.generation, self.vectors.seq, self.lexical.seq, self.ranking_fingerprint)
 
-    @property
-    def idle(self) -> bool:
-        """No query is being answered by ``search_async``: a new one may have the cores the
-        pipeline's other stages would use (``Encoder.encode_lone_query``)."""
-        return self._answering == 0
-
-    def resolve_mode(self, mode: str | None) -> str:
-        mode = mode or "default"
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-        return self.settings.default_mode if mode == "default" else mode
+    def resolved(self, request: SearchRequest) -> SearchRequest:
+        """The request with mode "default" replaced by the configured mode."""
+        if request.mode != "default":
+            return request
+        return replace(request, mode=self.settings.default_mode)
 
     def search(
         self,
-        query: str,
-        k: int = 10,
-        mode: str | None = None,
-        nprobe: int | None = None,
-        offset: int = 0,
-        filters: Filters | None = None,
-        options: RankOptions | None = None,
+        request: SearchRequest,
         query_vector: np.ndarray | None = None,
         lexical_half: LexicalCandidates | None = None,
     ) -> SearchResult:
         """One page of results. ``query_vector``: the query's embedding when the caller has
         it already (the async path encodes without blocking); else it is encoded here.
         ``lexical_half``: the query's lexical candidates when the caller has them already."""
-        mode = self.resolve_mode(mode)
+        request = self.resolved(request)
         timings: dict[str, float] = {}
-        depth = offset + k
         vectors = None if query_vector is None else query_vector.reshape(1, -1)
-        ranking = self.rank_many([query], depth, mode, nprobe, timings, filters, options, vectors, lexical_half)[0]
-        page = ranking.ranked[offset:depth]
+        ranking = self.rank_many([request], timings, vectors, lexical_half)[0]
+        page = ranking.ranked[request.offset : request.depth]
         started = time.perf_counter()
         docs = self.store.get_by_keys([key for key, _ in page])
-        terms = set(self.lexical.query_terms(query))
+        terms = set(self.lexical.query_terms(request.query))
         hits = [
             Hit(
                 id=docs[key].id,
@@ -201,18 +177,10 @@ class SearchEngine:
                 "half_life_days": ranking.rerank.half_life_days,
             }
         features = ranking.features.to_dict() if ranking.features else {}
-        return SearchResult(query, mode, hits, timings, ranking.weights, rerank_info, features)
+        return SearchResult(request.query, request.mode, hits, timings, ranking.weights, rerank_info, features)
 
     async def search_async(
-        self,
-        query: str,
-        k: int = 10,
-        mode: str | None = None,
-        nprobe: int | None = None,
-        offset: int = 0,
-        filters: Filters | None = None,
-        options: RankOptions | None = None,
-        embedding: Future[np.ndarray] | None = None,
+        self, request: SearchRequest, embedding: Future[np.ndarray] | None = None
     ) -> SearchResult:
         """``search`` for an event loop, as a pipeline of three threads. The ranking thread
         retrieves the lexical candidates while the encoder embeds the query (a micro-batch of
@@ -222,43 +190,38 @@ class SearchEngine:
         for the GIL; the loop stays free for HTTP, cached answers and health checks even when
         the store is slow. ``embedding``: the query's embedding when the caller has asked for
         it already; else it is asked of the encoder here."""
-        mode = self.resolve_mode(mode)
-        alone = self.idle  # before this query counts itself
-        self._answering += 1
-        try:
-            ranker = self._ranking_thread()
-            depth = self.depth(offset + k, mode, self.rerank_weights(query, options or RankOptions()).active)
-            # FIFO on one thread: the lexical half is done before the rest of the query is ranked.
-            lexical_half = ranker.submit(self.lexical_candidates, [query], depth, mode, filters)
-            page: Future[SearchResult] = Future()
+        request = self.resolved(request)
+        ranker = self._ranking_thread()
+        depth = self.depth(request, self.rerank_weights(request).active)
+        # FIFO on one thread: the lexical half is done before the rest of the query is ranked.
+        lexical_half = ranker.submit(self.lexical_candidates, [request], depth)
+        page: Future[SearchResult] = Future()
 
-            def rank(vector: np.ndarray | None, encode_ms: float | None) -> None:
-                if not page.set_running_or_notify_cancel():
-                    return  # the client went away while the query was being encoded
-                try:
-                    result = self.search(query, k, mode, nprobe, offset, filters, options, vector, lexical_half.result())
-                except BaseException as exc:
+        def rank(vector: np.ndarray | None, encode_ms: float | None) -> None:
+            if not page.set_running_or_notify_cancel():
+                return  # the client went away while the query was being encoded
+            try:
+                result = self.search(request, vector, lexical_half.result())
+            except BaseException as exc:
+                page.set_exception(exc)
+                return
+            if encode_ms is not None:
+                result.timings_ms = {"encode": encode_ms, **result.timings_ms}
+            page.set_result(result)
+
+        def encoded(vectors: Future[np.ndarray]) -> None:  # on the encoder's thread
+            try:
+                ranker.submit(rank, vectors.result()[0], _ms(started))
+            except BaseException as exc:  # the encoder failed, or the engine was closed
+                if page.set_running_or_notify_cancel():
                     page.set_exception(exc)
-                    return
-                if encode_ms is not None:
-                    result.timings_ms = {"encode": encode_ms, **result.timings_ms}
-                page.set_result(result)
 
-            def encoded(vectors: Future[np.ndarray]) -> None:  # on the encoder's thread
-                try:
-                    ranker.submit(rank, vectors.result()[0], _ms(started))
-                except BaseException as exc:  # the encoder failed, or the engine was closed
-                    if page.set_running_or_notify_cancel():
-                        page.set_exception(exc)
-
-            if mode == "lexical":
-                ranker.submit(rank, None, None)
-            else:
-                started = time.perf_counter()
-                (embedding or self.encoder.submit_queries([query], alone=alone)).add_done_callback(encoded)
-            return await asyncio.wrap_future(page)
-        finally:
-            self._answering -= 1
+        if request.mode == "lexical":
+            ranker.submit(rank, None, None)
+        else:
+            started = time.perf_counter()
+            (embedding or self.encoder.submit_queries([request.query])).add_done_callback(encoded)
+        return await asyncio.wrap_future(page)
 
     def _ranking_thread(self) -> ThreadPoolExecutor:
         if self._ranker is None:
@@ -274,29 +237,28 @@ class SearchEngine:
 
     def rank_many(
         self,
-        queries: Sequence[str],
-        k: int,
-        mode: str | None = None,
-        nprobe: int | None = None,
+        requests: Sequence[SearchRequest],
         timings: dict[str, float] | None = None,
-        filters: Filters | None = None,
-        options: RankOptions | None = None,
         vectors: np.ndarray | None = None,
         lexical_half: LexicalCandidates | None = None,
     ) -> list[Ranking]:
-        """Rank keys for many queries at once (one batched encoder call, unless ``vectors``
-        holds the queries' embeddings already; ``lexical_half``: their lexical candidates, when
-        retrieved already at this depth)."""
-        mode = self.resolve_mode(mode)
-        options = options or RankOptions()
+        """Rank keys for several requests that differ only in their query, each down to its
+        ``depth``, at once (one batched encoder call, unless ``vectors`` holds the queries'
+        embeddings already; ``lexical_half``: their lexical candidates, when retrieved
+        already)."""
+        requests = [self.resolved(r) for r in requests]
+        first = requests[0]
+        if not all(first.same_but_query(r) for r in requests[1:]):
+            raise ValueError("requests ranked together must differ only in their query")
+        mode, k = first.mode, first.depth
         timings = timings if timings is not None else {}
-        reranking = [self.rerank_weights(q, options) for q in queries]
-        depth = self.depth(k, mode, any(r.active for r in reranking))
-        candidates = self.candidates(queries, depth, mode, nprobe, timings, filters, vectors, lexical_half)
+        reranking = [self.rerank_weights(r) for r in requests]
+        depth = self.depth(first, any(r.active for r in reranking))
+        candidates = self.candidates(requests, depth, timings, vectors, lexical_half)
         started = time.perf_counter()
         rankings = []
         for found, rerank_weights in zip(candidates, reranking):
-            weights = self.relevance_weights(mode, found, options)
+            weights = self.relevance_weights(mode, found, first.options)
             signals = dict(found.signals)
             if "category" in weights:
                 signals["category"] = self._category_signal(found)
@@ -325,15 +287,17 @@ class SearchEngine:
         timings["rank"] = _ms(started)
         return rankings
 
-    def depth(self, k: int, mode: str, reranked: bool) -> int:
-        """How many candidates each signal retrieves for a page of ``k``: the configured pool
-        when they are fused or reranked, else just the page."""
-        return max(k, self.settings.candidates) if mode in FUSED_MODES or reranked else k
+    def depth(self, request: SearchRequest, reranked: bool) -> int:
+        """How many candidates each signal retrieves for a request: the configured pool when
+        they are fused or reranked, else just what the page needs."""
+        fused = request.mode in FUSED_MODES or reranked
+        return max(request.depth, self.settings.candidates) if fused else request.depth
 
-    def lexical_candidates(
-        self, queries: Sequence[str], depth: int, mode: str, filters: Filters | None = None
-    ) -> LexicalCandidates:
-        """The filter's allowed keys, and each query's BM25 hits and features as the mode needs."""
+    def lexical_candidates(self, requests: Sequence[SearchRequest], depth: int) -> LexicalCandidates:
+        """The filter's allowed keys, and each query's BM25 hits and features as the mode needs
+        (``requests`` differ only in their query, and their mode is resolved)."""
+        mode, filters = requests[0].mode, requests[0].filters
+        queries = [r.query for r in requests]
         timings: dict[str, float] = {}
         allowed = None
         if filters:
@@ -359,35 +323,35 @@ class SearchEngine:
 
     def candidates(
         self,
-        queries: Sequence[str],
+        requests: Sequence[SearchRequest],
         depth: int,
-        mode: str,
-        nprobe: int | None = None,
         timings: dict[str, float] | None = None,
-        filters: Filters | None = None,
         vectors: np.ndarray | None = None,
         lexical_half: LexicalCandidates | None = None,
     ) -> list[Candidates]:
-        """Each query's candidates from every signal the mode uses, with raw scores
-        (``lexical_half``: retrieved already for these queries, depth, mode and filters)."""
+        """Each request's candidates from every signal its mode uses, with raw scores
+        (``requests`` differ only in their query; ``lexical_half``: retrieved already for
+        them at this depth)."""
+        requests = [self.resolved(r) for r in requests]
+        mode, nprobe = requests[0].mode, requests[0].nprobe
         timings = timings if timings is not None else {}
-        lexical_half = lexical_half or self.lexical_candidates(queries, depth, mode, filters)
+        lexical_half = lexical_half or self.lexical_candidates(requests, depth)
         timings.update(lexical_half.timings)
         allowed, lexical, title = lexical_half.allowed, lexical_half.lexical, lexical_half.title
-        n = len(queries)
-        dense: list[dict[int, float]] = [{} for _ in queries]
+        n = len(requests)
+        dense: list[dict[int, float]] = [{} for _ in requests]
         if mode == "lexical":
             vectors = None
         else:
             if vectors is None:
                 started = time.perf_counter()
-                vectors = self.encoder.encode_queries(list(queries))
+                vectors = self.encoder.encode_queries([r.query for r in requests])
                 timings["encode"] = _ms(started)
             started = time.perf_counter()
             scores, keys = self.vectors.search(vectors, depth, nprobe=nprobe, allowed=allowed)
             timings["vector"] = _ms(started)
             dense = [_as_scores(keys[i], scores[i]) for i in range(n)]
-        categories: list[dict[str, float]] = [{} for _ in queries]
+        categories: list[dict[str, float]] = [{} for _ in requests]
         if mode == "dynamic" and vectors is not None:
             started = time.perf_counter()
             for i in range(n):
@@ -465,11 +429,11 @@ class SearchEngine:
 
     # -- reranking -------------------------------------------------------------------------
 
-    def rerank_weights(self, query: str, options: RankOptions) -> RerankWeights:
-        s = self.settings
+    def rerank_weights(self, request: SearchRequest) -> RerankWeights:
+        s, options = self.settings, request.options
         freshness = options.freshness
         if freshness is None:
-            freshness = s.temporal_freshness_weight if TEMPORAL.search(query) else s.freshness_weight
+            freshness = s.temporal_freshness_weight if TEMPORAL.search(request.query) else s.freshness_weight
         diversity = s.diversity if options.diversity is None else options.diversity
         half_life = s.half_life_days if options.half_life_days is None else options.half_life_days
         return RerankWeights(freshness, diversity, half_life)

@@ -11,7 +11,8 @@ from pathlib import Path
 import ir_measures
 from ir_measures import RR, R, nDCG
 
-from search.engine import RankOptions, SearchEngine
+from search.engine import SearchEngine
+from search.request import RankOptions, SearchRequest
 
 MEASURES = {"ndcg@10": nDCG @ 10, "recall@100": R @ 100, "mrr@10": RR @ 10}
 RUN_DEPTH = 100
@@ -54,7 +55,11 @@ def evaluate(
     started = time.perf_counter()
     for start in range(0, len(ids), batch_size):
         chunk = ids[start : start + batch_size]
-        rankings = engine.rank_many([queries[q] for q in chunk], RUN_DEPTH, mode, nprobe, options=options)
+        requests = [
+            SearchRequest(queries[q], k=RUN_DEPTH, mode=mode, nprobe=nprobe, options=options or RankOptions())
+            for q in chunk
+        ]
+        rankings = engine.rank_many(requests)
         keys = {key for ranking in rankings for key, _ in ranking.ranked}
         docs = engine.store.get_by_keys(list(keys))
         for qid, ranking in zip(chunk, rankings):

@@ -14,12 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import time
-import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -28,16 +25,10 @@ import orjson
 
 from search.caches import TieredCache
 from search.encoders.base import Encoder
-from search.engine import Hit, RankOptions, SearchEngine, SearchResult
-from search.filters import Filters
+from search.engine import Hit, SearchEngine, SearchResult
+from search.request import SearchRequest
 
 log = logging.getLogger(__name__)
-SPACES = re.compile(r"\s+")
-
-
-def normalise_query(text: str) -> str:
-    """Unicode NFKC, whitespace collapsed. Case is kept: a cased encoder tells cases apart."""
-    return SPACES.sub(" ", unicodedata.normalize("NFKC", text)).strip()
 
 
 def _digest(parts: Any) -> str:
@@ -64,15 +55,12 @@ class CachedQueryEncoder(Encoder):
     def key(self, text: str) -> str:
         return "emb:" + _digest([self.query_identity, text])
 
-    def encode_lone_query(self, text: str) -> np.ndarray:
-        return self.submit_queries([text], alone=True).result()
-
-    def submit_queries(self, texts: Sequence[str], alone: bool = False) -> Future[np.ndarray]:
+    def submit_queries(self, texts: Sequence[str]) -> Future[np.ndarray]:
         """Cached vectors at once; the misses go to the inner encoder together, and the
         future completes (and the cache learns them) when it has encoded them."""
-        return self.complete(texts, self.cache.get_many([(self.key(text), self.ttl_s) for text in texts]), alone)
+        return self.complete(texts, self.cache.get_many([(self.key(text), self.ttl_s) for text in texts]))
 
-    def complete(self, texts: Sequence[str], cached: Sequence[bytes | None], alone: bool = False) -> Future[np.ndarray]:
+    def complete(self, texts: Sequence[str], cached: Sequence[bytes | None]) -> Future[np.ndarray]:
         """``submit_queries`` after the cache lookup: ``cached`` holds what the cache had for
         each text (a caller may have looked them up together with other keys)."""
         found = {
@@ -96,7 +84,7 @@ class CachedQueryEncoder(Encoder):
             for i in missing:  # after the caller has its answer: a cache fault is not its problem
                 self.cache.set(self.key(texts[i]), np.ascontiguousarray(found[i], dtype=np.float32).tobytes(), self.ttl_s)
 
-        self.inner.submit_queries([texts[i] for i in missing], alone=alone).add_done_callback(learn)
+        self.inner.submit_queries([texts[i] for i in missing]).add_done_callback(learn)
         return result
 
     @staticmethod
@@ -105,31 +93,16 @@ class CachedQueryEncoder(Encoder):
 
 
 class ResultCache:
+    """Result pages in the cache levels, keyed on the request and the engine's state. Pages
+    and query embeddings share the levels (``embeddings``, when the query path caches them),
+    so that a miss looks both up in one round trip per level."""
+
     def __init__(self, cache: TieredCache, ttl_s: int) -> None:
         self.cache = cache
         self.ttl_s = ttl_s
 
-    def key(
-        self,
-        engine: SearchEngine,
-        query: str,
-        k: int,
-        mode: str,
-        nprobe: int | None,
-        offset: int,
-        filters: Filters | None,
-        options: RankOptions | None,
-    ) -> str:
-        request = [
-            normalise_query(query),
-            k,
-            engine.resolve_mode(mode),
-            nprobe,
-            offset,
-            asdict(filters) if filters else None,
-            asdict(options) if options else None,
-        ]
-        return "page:" + _digest([engine.state, request])
+    def key(self, engine: SearchEngine, request: SearchRequest) -> str:
+        return "page:" + _digest([engine.state, engine.resolved(request).cache_key()])
 
     def set(self, key: str, result: SearchResult) -> None:
         try:
@@ -139,58 +112,40 @@ class ResultCache:
             return
         self.cache.set(key, value, self.ttl_s)
 
-    def lookup(
-        self,
-        engine: SearchEngine,
-        query: str,
-        k: int = 10,
-        mode: str | None = None,
-        nprobe: int | None = None,
-        offset: int = 0,
-        filters: Filters | None = None,
-        options: RankOptions | None = None,
-    ) -> tuple[str, SearchResult | None]:
+    def lookup(self, engine: SearchEngine, request: SearchRequest) -> tuple[str, SearchResult | None]:
         """The page's key, and the page when it is cached (timed as "cache")."""
         started = time.perf_counter()
-        key = self.key(engine, query, k, mode or "default", nprobe, offset, filters, options)
+        key = self.key(engine, request)
         return key, _cached_page(self.cache.get(key, self.ttl_s), started)
 
-    def search(self, engine: SearchEngine, *args: Any, **kwargs: Any) -> tuple[SearchResult, bool]:
-        """The page from the cache, else from the engine (and cached); True when cached.
-        The arguments after ``engine`` are those of ``SearchEngine.search``."""
-        key, cached = self.lookup(engine, *args, **kwargs)
+    def search(self, engine: SearchEngine, request: SearchRequest) -> tuple[SearchResult, bool]:
+        """The page from the cache, else from the engine (and cached); True when cached."""
+        key, cached = self.lookup(engine, request)
         if cached is not None:
             return cached, True
-        result = engine.search(*args, **kwargs)
+        result = engine.search(request)
         self.set(key, result)
         return result, False
 
     async def search_async(
-        self,
-        engine: SearchEngine,
-        query: str,
-        k: int = 10,
-        mode: str | None = None,
-        nprobe: int | None = None,
-        offset: int = 0,
-        filters: Filters | None = None,
-        options: RankOptions | None = None,
+        self, engine: SearchEngine, request: SearchRequest, embeddings: CachedQueryEncoder | None = None
     ) -> tuple[SearchResult, bool]:
-        """``search`` for an event loop (see ``SearchEngine.search_async``). The page and the
-        query's embedding are looked up together: one round trip per cache level, not two."""
+        """``search`` for an event loop (see ``SearchEngine.search_async``). ``embeddings``: the
+        engine's cached query encoder, when it caches in these levels: the page and the query's
+        embedding are then looked up together."""
         started = time.perf_counter()
-        key = self.key(engine, query, k, mode or "default", nprobe, offset, filters, options)
+        request = engine.resolved(request)
+        key = self.key(engine, request)
         lookups = [(key, self.ttl_s)]
-        embeddings: CachedQueryEncoder | None = None  # the query's embedding, when cached beside pages
-        encoder = engine.encoder
-        if isinstance(encoder, CachedQueryEncoder) and encoder.cache is self.cache and engine.resolve_mode(mode) != "lexical":
-            embeddings = encoder
-            lookups.append((embeddings.key(query), embeddings.ttl_s))
+        if request.mode == "lexical":
+            embeddings = None
+        if embeddings is not None:
+            lookups.append((embeddings.key(request.query), embeddings.ttl_s))
         found = self.cache.get_many(lookups, first_decides=True)
         if (cached := _cached_page(found[0], started)) is not None:
             return cached, True
-        embedding = embeddings.complete([query], found[1:], engine.idle) if embeddings is not None else None
-        result = await engine.search_async(query, k, mode, nprobe, offset, filters, options, embedding=embedding)
+        embedding = embeddings.complete([request.query], found[1:]) if embeddings is not None else None
+        result = await engine.search_async(request, embedding=embedding)
         self.set(key, result)
         return result, False
 

@@ -13,13 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.collection import open_collection, query_encoder
+from indexer.collection import open_collection
 from search.caches import MemoryLevel, RedisLevel, SqliteLevel, TieredCache
 from search.config import load_settings
 from search.documents import DocumentWrite
 from search.encoders.batching import MicroBatchingEncoder
 from search.engine import Hit, SearchResult
-from search.query_cache import CachedQueryEncoder, ResultCache, _decode, _encode, normalise_query
+from search.attributes import DocumentAttributes
+from search.query_cache import CachedQueryEncoder, ResultCache, _decode, _encode
+from search.query_path import QueryPath
+from search.request import SearchRequest, normalise_query
 from tests.conftest import HashEncoder
 
 DOCS = [
@@ -206,18 +209,18 @@ def test_a_write_is_never_hidden_by_a_cached_page(tmp_path: Path, minilm) -> Non
         collection.cache.observer = recorder
         collection.write(DOCS)
         results, engine = collection.results, collection.engine
-        page, cached = results.search(engine, "heat conduction", k=2)
+        page, cached = results.search(engine, SearchRequest("heat conduction", k=2))
         assert not cached and page.hits[0].id == "heat"
-        again, cached = results.search(collection.engine, "heat  conduction", k=2)
+        again, cached = results.search(collection.engine, SearchRequest("heat  conduction", k=2))
         assert cached and [h.id for h in again.hits] == [h.id for h in page.hits]
         assert recorder.count("memory", "hit") >= 1
         collection.write([DocumentWrite(id="heat", title="Heat transfer", text="radiative heat conduction in glass")])
-        fresh, cached = results.search(collection.engine, "heat conduction", k=2)
+        fresh, cached = results.search(collection.engine, SearchRequest("heat conduction", k=2))
         assert not cached and "radiative" in fresh.hits[0].snippet
         collection.write([DocumentWrite(id="heat", op="delete")])
-        after_delete, cached = results.search(collection.engine, "heat conduction", k=2)
+        after_delete, cached = results.search(collection.engine, SearchRequest("heat conduction", k=2))
         assert not cached and "heat" not in [h.id for h in after_delete.hits]
-        other_k, cached = results.search(collection.engine, "heat conduction", k=1)
+        other_k, cached = results.search(collection.engine, SearchRequest("heat conduction", k=1))
         assert not cached  # k is part of the key
 
 
@@ -232,25 +235,25 @@ def test_service_keeps_answering_while_redis_is_down_and_reconnects(tmp_path: Pa
             collection.cache.observer = recorder
             collection.write(DOCS)
             redis_level = collection.cache.redis()
-            assert collection.results.search(collection.engine, "swept wing", k=1)[1] is False
+            assert collection.results.search(collection.engine, SearchRequest("swept wing", k=1))[1] is False
             assert collection.cache.flush()  # the page reaches Redis behind the request
-            assert collection.results.search(collection.engine, "swept wing", k=1)[1] is True
+            assert collection.results.search(collection.engine, SearchRequest("swept wing", k=1))[1] is True
             server.terminate(); server.wait(10)
 
             started = time.perf_counter()
-            page, cached = collection.results.search(collection.engine, "heat slabs", k=1)
+            page, cached = collection.results.search(collection.engine, SearchRequest("heat slabs", k=1))
             assert page.hits[0].id == "heat" and not cached
             assert time.perf_counter() - started < 5  # short socket timeouts: no long stall
             assert recorder.count("redis", "error") >= 1 and not redis_level.ping()
             for _ in range(5):  # while it is down, queries keep working (bypassed)
-                assert collection.results.search(collection.engine, "swept wing", k=1)[0].hits[0].id == "wing"
+                assert collection.results.search(collection.engine, SearchRequest("swept wing", k=1))[0].hits[0].id == "wing"
 
             server = _start_redis(port)
             time.sleep(0.4)  # past the retry interval
             assert redis_level.ping()
-            collection.results.search(collection.engine, "propeller slipstream", k=1)
+            collection.results.search(collection.engine, SearchRequest("propeller slipstream", k=1))
             assert collection.cache.flush()
-            assert collection.results.search(collection.engine, "propeller slipstream", k=1)[1] is True
+            assert collection.results.search(collection.engine, SearchRequest("propeller slipstream", k=1))[1] is True
             assert recorder.count("redis", "hit") >= 2
 
             # Restarted while no lookup ran: the lookup's idle socket is dead, and one
@@ -258,7 +261,7 @@ def test_service_keeps_answering_while_redis_is_down_and_reconnects(tmp_path: Pa
             server.terminate(); server.wait(10)
             server = _start_redis(port)
             errors, misses = recorder.count("redis", "error"), recorder.count("redis", "miss")
-            assert collection.results.search(collection.engine, "swept wing", k=1)[1] is False
+            assert collection.results.search(collection.engine, SearchRequest("swept wing", k=1))[1] is False
             assert recorder.count("redis", "error") == errors and recorder.count("redis", "miss") > misses
     finally:
         server.kill()
@@ -351,20 +354,21 @@ def test_async_search_matches_the_blocking_one(tmp_path: Path, minilm) -> None:
         collection.write(DOCS)
         engine, results = collection.engine, collection.results
         for mode in ("default", "dense", "lexical", "hybrid"):
-            blocking = engine.search("heat conduction", k=2, mode=mode)
-            awaited = asyncio.run(engine.search_async("heat conduction", k=2, mode=mode))
+            blocking = engine.search(SearchRequest("heat conduction", k=2, mode=mode))
+            awaited = asyncio.run(engine.search_async(SearchRequest("heat conduction", k=2, mode=mode)))
             assert [(h.id, round(h.score, 5)) for h in awaited.hits] == [(h.id, round(h.score, 5)) for h in blocking.hits]
             assert ("encode" in awaited.timings_ms) == (mode != "lexical")
-        first, cached = asyncio.run(results.search_async(engine, "swept wing", k=1))
-        again, cached_again = asyncio.run(results.search_async(engine, "swept  wing", k=1))
+        embeddings = collection.indexes.embeddings
+        first, cached = asyncio.run(results.search_async(engine, SearchRequest("swept wing", k=1), embeddings))
+        again, cached_again = asyncio.run(results.search_async(engine, SearchRequest("swept  wing", k=1), embeddings))
         assert (cached, cached_again) == (False, True) and again.hits[0].id == first.hits[0].id == "wing"
         # A new page of a known query: its embedding comes with the page lookup, not encoded again.
         encoded: list[str] = []
         inner = engine.encoder.inner.submit_queries
-        engine.encoder.inner.submit_queries = lambda texts, alone=False: encoded.extend(texts) or inner(texts, alone)
-        second, cached = asyncio.run(results.search_async(engine, "swept wing", k=2))
+        engine.encoder.inner.submit_queries = lambda texts: encoded.extend(texts) or inner(texts)
+        second, cached = asyncio.run(results.search_async(engine, SearchRequest("swept wing", k=2), embeddings))
         assert not cached and encoded == [] and second.hits[0].id == "wing" and "encode" in second.timings_ms
-        asyncio.run(results.search_async(engine, "heat slabs", k=2))
+        asyncio.run(results.search_async(engine, SearchRequest("heat slabs", k=2), embeddings))
         assert encoded == ["heat slabs"]
 
 
@@ -376,21 +380,21 @@ def test_async_search_retrieves_lexical_candidates_while_the_query_is_encoded(tm
     with open_collection(settings, encoder=minilm) as collection:
         collection.write(DOCS)
         engine = collection.engine
-        blocking = engine.search("heat conduction", k=2)
+        blocking = engine.search(SearchRequest("heat conduction", k=2))
         lexical_started, ranked = threading.Event(), []
         lexical_candidates, search = engine.lexical_candidates, engine.search
         engine.lexical_candidates = lambda *a: lexical_started.set() or lexical_candidates(*a)
-        engine.search = lambda *a: ranked.append(a[0]) or search(*a)
+        engine.search = lambda *a: ranked.append(a[0].query) or search(*a)
         held: list[Future] = []
 
-        def hold(texts, alone=False):  # an encoder that answers only when told to
+        def hold(texts):  # an encoder that answers only when told to
             held.append(Future())
             return held[-1]
 
         engine.encoder.submit_queries = hold
 
         async def main() -> None:
-            task = asyncio.create_task(engine.search_async("heat conduction", k=2))
+            task = asyncio.create_task(engine.search_async(SearchRequest("heat conduction", k=2)))
             while not held:
                 await asyncio.sleep(0.001)
             assert await asyncio.to_thread(lexical_started.wait, 5)  # before any embedding exists
@@ -399,14 +403,14 @@ def test_async_search_retrieves_lexical_candidates_while_the_query_is_encoded(tm
             assert [(h.id, round(h.score, 5)) for h in awaited.hits] == [(h.id, round(h.score, 5)) for h in blocking.hits]
             assert set(awaited.timings_ms) >= {"encode", "lexical", "vector", "rank", "hydrate"}
 
-            cancelled = asyncio.create_task(engine.search_async("swept wing", k=1))
+            cancelled = asyncio.create_task(engine.search_async(SearchRequest("swept wing", k=1)))
             while len(held) < 2:
                 await asyncio.sleep(0.001)
             cancelled.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await cancelled  # the client is gone (its page future is cancelled with it)...
             held[1].set_result(minilm.encode_queries(["swept wing"]))  # ...before the encoder answers
-            failing = asyncio.create_task(engine.search_async("heat slabs", k=1))
+            failing = asyncio.create_task(engine.search_async(SearchRequest("heat slabs", k=1)))
             while len(held) < 3:
                 await asyncio.sleep(0.001)
             held[2].set_exception(RuntimeError("encoder failed"))
@@ -443,103 +447,69 @@ def test_a_page_json_cannot_carry_is_answered_uncached(caplog) -> None:
     assert _decode(cache.get("page:new", 60)).hits[0].metadata == {"n": 2**62}
 
 
-class LoneAware(HashEncoder):
-    """Records which path each query took: ``encode_lone_query`` or ``encode_queries``."""
+class Recording(HashEncoder):
+    """Records the batches it was asked to encode, each taking ``delay_s``."""
 
     def __init__(self, delay_s: float = 0.0) -> None:
         super().__init__()
         self.delay_s = delay_s
-        self.paths: list[tuple[str, tuple[str, ...]]] = []
+        self.batches: list[tuple[str, ...]] = []
 
     def encode_queries(self, texts):
         time.sleep(self.delay_s)
-        self.paths.append(("batch", tuple(texts)))
+        self.batches.append(tuple(texts))
         return super().encode_queries(texts)
 
-    def encode_lone_query(self, text):
-        time.sleep(self.delay_s)
-        self.paths.append(("lone", (text,)))
-        return super().encode_queries([text])
 
-
-def test_micro_batching_encodes_a_query_alone_only_when_nothing_else_waits() -> None:
-    inner = LoneAware(delay_s=0.05)
+def test_micro_batching_encodes_the_queries_that_queued_meanwhile_together() -> None:
+    inner = Recording(delay_s=0.05)
     batcher = MicroBatchingEncoder(inner, max_batch=8, max_wait_ms=0)
-    lone = batcher.submit_queries(["wing lift"], alone=True).result(timeout=5)
+    lone = batcher.submit_queries(["wing lift"]).result(timeout=5)
     np.testing.assert_array_equal(lone, HashEncoder().encode_queries(["wing lift"]))
-    batcher.submit_queries(["heat flux"]).result(timeout=5)  # its caller answers others: no
-    assert inner.paths == [("lone", ("wing lift",)), ("batch", ("heat flux",))]
-    inner.paths.clear()
     busy = batcher.submit_queries(["first"])  # occupies the encoder while the next two queue
     time.sleep(0.01)
-    queued = [batcher.submit_queries(["second"], alone=True), batcher.submit_queries(["third"])]
-    for future in [busy, *queued]:
-        future.result(timeout=5)
-    assert inner.paths == [("batch", ("first",)), ("batch", ("second", "third"))]
-    # The cached encoder passes the flag on for its misses; a hit needs no encoder at all.
+    queued = [batcher.submit_queries(["second"]), batcher.submit_queries(["third"])]
+    results = [future.result(timeout=5) for future in [busy, *queued]]
+    assert inner.batches == [("wing lift",), ("first",), ("second", "third")]
+    for text, vector in zip(["first", "second", "third"], results):
+        np.testing.assert_array_equal(vector, HashEncoder().encode_queries([text]))
+    # Through the embedding cache: a hit needs no encoder at all.
     cached = CachedQueryEncoder(batcher, TieredCache([MemoryLevel(100, 60)]), 60)
-    inner.paths.clear()
-    cached.submit_queries(["swept wing"], alone=True).result(timeout=5)
-    cached.submit_queries(["swept wing"], alone=True).result(timeout=5)
-    assert inner.paths == [("lone", ("swept wing",))]
+    inner.batches.clear()
+    cached.submit_queries(["swept wing"]).result(timeout=5)
+    cached.submit_queries(["swept wing"]).result(timeout=5)
+    assert inner.batches == [("swept wing",)]
 
 
 def test_micro_batch_max_1_still_encodes_on_the_batchers_thread(tmp_path: Path) -> None:
     """Batching off is not encoding on the caller's thread: an event loop that submits a
-    query must never block on the encoder. Through ``query_encoder``, as the engine gets it
+    query must never block on the encoder. Through ``QueryPath``, as the engine gets it
     (which had skipped the batcher at micro_batch_max 1)."""
     settings = load_settings(data_dir=tmp_path, encoder={"micro_batch_max": 1})
-    single = query_encoder(settings, LoneAware(delay_s=0.05), cache=None)
+    encoder = Recording(delay_s=0.05)
+    engine, embeddings = QueryPath().engine(
+        settings, None, encoder, None, None, DocumentAttributes(encoder.dimension), "g0"  # type: ignore[arg-type]
+    )
+    assert embeddings is None
     started = time.perf_counter()
-    pending = single.submit_queries(["wing"])
+    pending = engine.encoder.submit_queries(["wing"])
     assert time.perf_counter() - started < 0.04 and not pending.done()
     np.testing.assert_array_equal(pending.result(timeout=5), HashEncoder().encode_queries(["wing"]))
 
 
-def test_the_engine_asks_for_a_lone_encoding_only_when_it_answers_nothing_else(tmp_path: Path, minilm) -> None:
+def test_the_result_cache_looks_up_a_page_and_its_querys_embedding_together(tmp_path: Path, minilm) -> None:
     settings = load_settings(data_dir=tmp_path / "data", cache={"redis_url": None})
     with open_collection(settings, encoder=minilm) as collection:
         collection.write(DOCS)
-        engine, results = collection.engine, collection.results
-        asked: list[tuple[str, bool]] = []
-        held: list[Future] = []
-
-        def hold(texts, alone=False):  # an encoder that answers only when told to
-            asked.append((texts[0], alone))
-            held.append(Future())
-            return held[-1]
-
-        engine.encoder.submit_queries = hold
-
-        async def main() -> None:
-            assert engine.idle
-            first = asyncio.create_task(engine.search_async("heat conduction", k=1))
-            while len(held) < 1:
-                await asyncio.sleep(0.001)
-            assert not engine.idle
-            second = asyncio.create_task(engine.search_async("swept wing", k=1))
-            while len(held) < 2:
-                await asyncio.sleep(0.001)
-            for future, text in zip(held, ("heat conduction", "swept wing")):
-                future.set_result(minilm.encode_queries([text]))
-            await asyncio.wait_for(asyncio.gather(first, second), 10)
-            assert engine.idle
-            failing = asyncio.create_task(engine.search_async("heat slabs", k=1))
-            while len(held) < 3:
-                await asyncio.sleep(0.001)
-            held[2].set_exception(RuntimeError("encoder failed"))
-            with pytest.raises(RuntimeError):
-                await asyncio.wait_for(failing, 10)
-            assert engine.idle  # a failed query no longer counts
-
-        asyncio.run(main())
-        assert asked == [("heat conduction", True), ("swept wing", False), ("heat slabs", True)]
-
-        # Through the result cache, which asks for the embedding beside the page lookup.
-        del engine.encoder.submit_queries
-        assert isinstance(engine.encoder, CachedQueryEncoder) and engine.encoder.cache is results.cache
-        lone: list[bool] = []
-        inner = engine.encoder.inner.submit_queries
-        engine.encoder.inner.submit_queries = lambda texts, alone=False: lone.append(alone) or inner(texts, alone)
-        asyncio.run(results.search_async(engine, "propeller noise", k=1))
-        assert lone == [True]
+        engine, results, embeddings = collection.engine, collection.results, collection.indexes.embeddings
+        assert embeddings is not None and embeddings.cache is results.cache
+        embeddings.submit_queries(["propeller noise"]).result(timeout=10)  # its embedding is cached
+        lookups: list[list[str]] = []
+        get_many = results.cache.get_many
+        results.cache.get_many = lambda keys, **kw: lookups.append([k for k, _ in keys]) or get_many(keys, **kw)
+        encoded: list[str] = []
+        inner = embeddings.inner.submit_queries
+        embeddings.inner.submit_queries = lambda texts: encoded.extend(texts) or inner(texts)
+        page, cached = asyncio.run(results.search_async(engine, SearchRequest("propeller noise", k=1), embeddings))
+        assert not cached and encoded == [] and page.hits
+        assert lookups == [[results.key(engine, SearchRequest("propeller noise", k=1)), embeddings.key("propeller noise")]]

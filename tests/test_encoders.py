@@ -157,7 +157,7 @@ def test_auto_runtime_puts_documents_on_torch_and_queries_on_the_int8_model(tmp_
     np.testing.assert_allclose(encoder.encode_documents(texts), minilm.encode_documents(texts), atol=1e-5)
     explicit = load_encoder(EncoderSettings(runtime="onnx", int8_queries=True, onnx_cache_dir=tmp_path))
     np.testing.assert_array_equal(encoder.encode_queries(texts), explicit.encode_queries(texts))
-    np.testing.assert_array_equal(encoder.encode_lone_query(texts[0]), explicit.encode_queries(texts[:1]))
+    np.testing.assert_array_equal(encoder.encode_queries(texts[:1]), explicit.encode_queries(texts[:1]))
     # Cache keys name the path taken, never "auto": the same as the explicit int8 query path.
     assert encoder.query_setup == explicit.query_setup
     assert (json.loads(encoder.query_setup)["runtime"], encoder.query_model) == ("onnx", explicit.query_model)
@@ -198,16 +198,17 @@ def test_query_threads_give_queries_their_own_session_with_the_same_vectors(tmp_
     assert shared.query_session is shared.session
 
 
-def test_a_lone_query_may_take_more_threads_and_gets_the_same_vector(tmp_path, caplog) -> None:
+def test_a_query_encoded_alone_may_take_more_threads_and_gets_the_same_vector(tmp_path, caplog) -> None:
     texts = ["boundary layer transition on a swept wing", "最新的开源大模型", "heat " * 300]
     forced = load_encoder(EncoderSettings(runtime="onnx", int8_queries=True, lone_query_threads=2, onnx_cache_dir=tmp_path))
     assert forced.lone_threads.settled and forced.lone_threads.chosen == 2
     assert forced.lone_sessions[2] is not forced.query_session
-    for text in texts:  # bit for bit: a query's vector and cached pages never depend on the load
-        np.testing.assert_array_equal(forced.encode_lone_query(text), forced.encode_queries([text]))
+    batch = forced.encode_queries(texts)  # a batch runs on the query threads
+    for text, in_batch in zip(texts, batch):  # bit for bit: a vector never depends on the load
+        np.testing.assert_array_equal(forced.encode_queries([text])[0], in_batch)
     same = load_encoder(EncoderSettings(runtime="onnx", int8_queries=True, lone_query_threads=1, onnx_cache_dir=tmp_path))
     assert same.lone_sessions == {1: same.query_session}  # nothing extra loaded
-    # auto: the first lone queries take turns on 1, 2 and 4 threads (those the cores allow),
+    # auto: the first queries encoded alone take turns on 1, 2 and 4 threads (those the cores allow),
     # each with its warm-up and timed uses, then one is kept.
     measured = load_encoder(EncoderSettings(runtime="onnx", int8_queries=True, onnx_cache_dir=tmp_path))
     counts = [n for n in (1, 2, 4) if n <= len(os.sched_getaffinity(0))]
@@ -215,9 +216,9 @@ def test_a_lone_query_may_take_more_threads_and_gets_the_same_vector(tmp_path, c
     assert choice.options == counts and not choice.settled
     with caplog.at_level("INFO", logger="search.encoders.onnx"):
         for i in range(len(counts) * (choice.warmup + choice.trials)):
-            np.testing.assert_array_equal(measured.encode_lone_query(texts[i % 2]), forced.encode_queries([texts[i % 2]]))
+            np.testing.assert_array_equal(measured.encode_queries([texts[i % 2]]), forced.encode_queries([texts[i % 2]]))
     assert measured.lone_threads.settled
-    [record] = [r for r in caplog.records if r.getMessage().startswith("threads for a query answered alone")]
+    [record] = [r for r in caplog.records if r.getMessage().startswith("threads for a query encoded alone")]
     assert set(record.ms_by_threads) == set(counts) and record.chosen == measured.lone_threads.chosen
 
 

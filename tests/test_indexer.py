@@ -15,6 +15,7 @@ from search.config import Settings, load_settings
 from search.documents import DocumentWrite
 from search.store import Store, WriteRefused
 from search.vector_index import EncoderMismatch
+from search.request import SearchRequest
 from tests.conftest import HashEncoder
 
 DOCS = [
@@ -29,7 +30,7 @@ def _settings(tmp_path: Path, store_url: str | None = None, **extra) -> Settings
 
 
 def _ids(collection, query: str, mode: str, k: int = 10) -> list[str]:
-    return [hit.id for hit in collection.engine.search(query, k=k, mode=mode).hits]
+    return [hit.id for hit in collection.engine.search(SearchRequest(query, k=k, mode=mode)).hits]
 
 
 @pytest.mark.parametrize("mode", ["dense", "lexical", "hybrid"])
@@ -50,7 +51,7 @@ def test_update_appears_once_and_delete_disappears_everywhere(tmp_path: Path, st
             ids = _ids(collection, "turbulent boundary layer transition", mode)
             assert ids.count("heat") == 1 and ids[0] == "heat"
         assert _ids(collection, "conduction composite slabs", "lexical") == []
-        hit = collection.engine.search("turbulent transition", mode="dense").hits[0]
+        hit = collection.engine.search(SearchRequest("turbulent transition", mode="dense")).hits[0]
         assert hit.title == "Boundary layers"
 
         collection.write([DocumentWrite(id="heat", op="delete")])
@@ -154,7 +155,7 @@ def test_encoder_change_is_refused_until_reindex(tmp_path: Path, hash_encoder: H
     assert current_generation(settings.data_dir).name == "g2"
     assert not (settings.data_dir / "indexes" / "g1").exists()
     with open_collection(settings, encoder=new_encoder) as collection:
-        assert collection.engine.search("heat conduction composite slabs", mode="dense").hits[0].id == "heat"
+        assert collection.engine.search(SearchRequest("heat conduction composite slabs", mode="dense")).hits[0].id == "heat"
 
 
 def test_rebuild_with_same_encoder_does_not_encode(tmp_path: Path, hash_encoder: HashEncoder) -> None:
@@ -179,7 +180,7 @@ def test_collection_trains_ivf_once_large_enough(tmp_path: Path, hash_encoder: H
         # Updates and deletes keep working on the trained index.
         collection.write([DocumentWrite(id="d3", op="delete")])
         assert collection.vectors.count == 119
-        hits = collection.engine.search("word5 topic5", k=5, mode="dense", nprobe=11).hits
+        hits = collection.engine.search(SearchRequest("word5 topic5", k=5, mode="dense", nprobe=11)).hits
         assert hits[0].id == "d5"
     with open_collection(settings, encoder=hash_encoder) as collection:
         assert collection.vectors.trained_size == 120 and collection.vectors.count == 119
@@ -261,7 +262,7 @@ def test_a_collection_that_only_answered_queries_writes_no_snapshot(
     assert len(saves) == 2
     with open_collection(settings, encoder=hash_encoder) as collection:
         counted(collection)
-        assert collection.engine.search("word5 topic5", k=3, mode="dense").hits[0].id == "d5"
+        assert collection.engine.search(SearchRequest("word5 topic5", k=3, mode="dense")).hits[0].id == "d5"
     assert len(saves) == 2  # only searched: nothing written
     with open_collection(settings, encoder=hash_encoder) as collection:
         assert collection.vectors.count == 20  # what was saved is complete

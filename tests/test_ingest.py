@@ -7,6 +7,7 @@ from indexer.collection import open_collection
 from indexer.ingest import ingest, read_documents
 from search.config import load_settings
 from search.documents import DocumentWrite
+from search.request import SearchRequest
 from tests.conftest import SAMPLE, HashEncoder, refuse_writes_of
 
 
@@ -109,7 +110,7 @@ def test_a_bulk_load_trains_the_vector_index_once_on_everything_it_read(
         vectors = collection.vectors
         assert (vectors.trained_size, vectors.nlist) == (200, vectors.nlist_for(200)) == (200, 28)
         assert [r.message for r in caplog.records].count("rebuilding the vector index") == 1
-        assert collection.engine.search("word5 topic5", k=3, mode="dense", nprobe=28).hits[0].id == "d5"
+        assert collection.engine.search(SearchRequest("word5 topic5", k=3, mode="dense", nprobe=28)).hits[0].id == "d5"
     with open_collection(settings, encoder=hash_encoder) as collection:  # saved as trained
         assert (collection.vectors.trained_size, collection.vectors.count) == (200, 200)
 

@@ -15,6 +15,7 @@ from search.fusion import linear_fusion, max_scaled
 from search.matching.features import MODEL_FEATURES, analyse_query
 from search.matching.fitting import TrainingSet, best_constant, cross_validation_report, fit, model_ndcg, ndcg
 from search.matching.weights import LEARNED_SIGNALS, SHIPPED_MODEL, WeightModel
+from search.request import SearchRequest
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "sample.jsonl"
 
@@ -110,13 +111,13 @@ def sample_collection(tmp_path_factory, minilm):
 
 def test_dynamic_weights_are_explained_per_query(sample_collection) -> None:
     engine = sample_collection.engine
-    result = engine.search("battery life of the new phone", k=3, mode="dynamic")
+    result = engine.search(SearchRequest("battery life of the new phone", k=3, mode="dynamic"))
     assert set(result.weights) == {"dense", "lexical", "title", "category"}
     assert sum(result.weights.values()) == pytest.approx(1.0)
     assert result.features["temporal"] is True and result.rerank["freshness"] > 0
-    other = engine.search('"BM25" X-15 error code 0x80070005', k=3, mode="dynamic")
+    other = engine.search(SearchRequest('"BM25" X-15 error code 0x80070005', k=3, mode="dynamic"))
     assert other.weights != result.weights  # weights follow the query's features
-    assert engine.search("battery", mode="dense").weights == {"dense": 1.0}
+    assert engine.search(SearchRequest("battery", mode="dense")).weights == {"dense": 1.0}
 
 
 def test_category_affinity_points_at_the_querys_category(sample_collection) -> None:
@@ -125,7 +126,7 @@ def test_category_affinity_points_at_the_querys_category(sample_collection) -> N
     distribution = engine.category_distribution(vector)
     assert max(distribution, key=distribution.get) == "consumer-electronics"
     assert sum(distribution.values()) == pytest.approx(1.0)
-    hits = engine.search("smartphone camera and battery", k=3).hits
+    hits = engine.search(SearchRequest("smartphone camera and battery", k=3)).hits
     assert hits[0].category == "consumer-electronics" and hits[0].signals["category"] == max(distribution.values())
 
 

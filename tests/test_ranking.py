@@ -9,7 +9,7 @@ import pytest
 from indexer.collection import open_collection
 from search.config import load_settings
 from search.documents import DocumentWrite
-from search.engine import RankOptions
+from search.request import RankOptions, SearchRequest
 from search.ranking.rerank import RerankWeights, freshness_scores, rerank
 
 NOW = 1_800_000_000.0
@@ -62,7 +62,7 @@ def test_engine_reranks_for_temporal_intent_and_on_request(tmp_path: Path, minil
         collection.write(docs)
         engine = collection.engine
         def ids(query: str, **options) -> list[str]:
-            return [h.id for h in engine.search(query, k=4, options=RankOptions(**options)).hits]
+            return [h.id for h in engine.search(SearchRequest(query, k=4, options=RankOptions(**options))).hits]
 
         plain = ids("phone camera battery review", freshness=0.0, diversity=0.0)
         assert plain.index("new") > 0  # by relevance alone the fresh document is not first

@@ -52,17 +52,9 @@ class Encoder(ABC):
     @abstractmethod
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
 
-    def encode_lone_query(self, text: str) -> np.ndarray:
-        """One query's vector ``[1, d]`` when nothing else is being answered: a backend may
-        then spend more cores on it. The same vector as ``encode_queries([text])``."""
-        return self.encode_queries([text])
-
-    def submit_queries(self, texts: Sequence[str], alone: bool = False) -> Future[np.ndarray]:
+    def submit_queries(self, texts: Sequence[str]) -> Future[np.ndarray]:
         """The queries' vectors as a future, for callers that must not block on the encoder
-        (the async query path). Here computed at once; a batching encoder queues them.
-        ``alone``: the caller answers no other query meanwhile (see ``encode_lone_query``)."""
-        if alone and len(texts) == 1:
-            return completed(lambda one: self.encode_lone_query(one[0]), texts)
+        (the async query path). Here computed at once; a batching encoder queues them."""
         return completed(self.encode_queries, texts)
 
 

@@ -5,8 +5,7 @@ of the encoder's throughput unused (one short query ~12 ms, batched ~3 ms each o
 A worker thread takes the first waiting request and every other one queued while the previous
 batch was being encoded, optionally waits up to ``max_wait_ms`` for more (up to ``max_batch``
 queries in all), encodes them in one call and hands each caller its rows. With no added wait,
-a lone query is encoded at once and batches grow by themselves as load rises. A query its
-caller answers alone and that finds no other waiting is encoded by ``encode_lone_query``.
+a lone query is encoded at once and batches grow by themselves as load rises.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ class MicroBatchingEncoder(Encoder):
         self.device = getattr(inner, "device", "cpu")
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
-        self._requests: queue.Queue[tuple[list[str], Future[np.ndarray], bool]] = queue.Queue()
+        self._requests: queue.Queue[tuple[list[str], Future[np.ndarray]]] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
@@ -40,16 +39,13 @@ class MicroBatchingEncoder(Encoder):
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self.submit_queries(texts).result()
 
-    def encode_lone_query(self, text: str) -> np.ndarray:
-        return self.inner.encode_lone_query(text)
-
-    def submit_queries(self, texts: Sequence[str], alone: bool = False) -> Future[np.ndarray]:
+    def submit_queries(self, texts: Sequence[str]) -> Future[np.ndarray]:
         texts = list(texts)
         if len(texts) > self.max_batch:  # more than a batch: encoded at once, on the caller's thread
             return completed(self.inner.encode_queries, texts)
         self._ensure_worker()
         future: Future[np.ndarray] = Future()
-        self._requests.put((texts, future, alone and len(texts) == 1))
+        self._requests.put((texts, future))
         return future
 
     def _ensure_worker(self) -> None:
@@ -74,18 +70,15 @@ class MicroBatchingEncoder(Encoder):
                 size += len(item[0])
             self._encode(batch)
 
-    def _encode(self, batch: list[tuple[list[str], Future[np.ndarray], bool]]) -> None:
-        texts = [t for texts, _, _ in batch for t in texts]
+    def _encode(self, batch: list[tuple[list[str], Future[np.ndarray]]]) -> None:
+        texts = [t for texts, _ in batch for t in texts]
         try:
-            if len(batch) == 1 and batch[0][2] and self._requests.empty():
-                vectors = self.inner.encode_lone_query(texts[0])
-            else:
-                vectors = self.inner.encode_queries(texts)
+            vectors = self.inner.encode_queries(texts)
         except BaseException as exc:  # every caller gets the error; the worker lives on
-            for _, future, _ in batch:
+            for _, future in batch:
                 future.set_exception(exc)
             return
         start = 0
-        for texts_of_one, future, _ in batch:
+        for texts_of_one, future in batch:
             future.set_result(vectors[start : start + len(texts_of_one)])
             start += len(texts_of_one)

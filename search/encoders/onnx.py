@@ -248,17 +248,20 @@ class OnnxEncoder(Encoder):
         return self._encode(texts, self.session, self.document_batch)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) == 1:
+            return self._encode_one_query(texts[0])
         return self._encode(self._instructed(texts), self.query_session, self.query_batch)
 
-    def encode_lone_query(self, text: str) -> np.ndarray:
-        # The same vector as encode_queries on any thread count: identical bit for bit on the
-        # 225 cranfield queries (int8 model, 1 and 2 threads) and in the tests.
+    def _encode_one_query(self, text: str) -> np.ndarray:
+        """A batch of one query may run on more threads (``lone_query_threads``): the micro-
+        batcher sends one when nothing else waits. The same vector on any thread count:
+        identical bit for bit (tested)."""
         threads = self.lone_threads.pick()
         started = time.perf_counter()
         vector = self._encode(self._instructed([text]), self.lone_sessions[threads], 1)
         if self.lone_threads.record(threads, time.perf_counter() - started):
             log.info(
-                "threads for a query answered alone, measured on the first lone queries",
+                "threads for a query encoded alone, measured on the first such queries",
                 extra={"ms_by_threads": {n: round(m * 1000, 3) for n, m in self.lone_threads.medians.items()},
                        "chosen": self.lone_threads.chosen},
             )

@@ -31,6 +31,3 @@ class SplitEncoder(Encoder):
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self.queries.encode_queries(texts)
-
-    def encode_lone_query(self, text: str) -> np.ndarray:
-        return self.queries.encode_lone_query(text)

@@ -26,6 +26,7 @@ from search.evaluation import load_qrels, load_queries
 from search.fusion import max_scaled
 from search.matching.features import MODEL_FEATURES
 from search.matching.weights import LEARNED_SIGNALS, WeightModel
+from search.request import SearchRequest
 
 CUTOFF = 10
 STEPS = (-2.0, -1.0, -0.5, -0.25, -0.1, -0.05, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
@@ -62,7 +63,8 @@ def build_training_set(engine: SearchEngine, beir_dir: Path, batch_size: int = 6
     rows = []
     for start in range(0, len(ids), batch_size):
         chunk = ids[start : start + batch_size]
-        found = engine.candidates([queries[q] for q in chunk], engine.settings.candidates, "dynamic")
+        requests = [SearchRequest(queries[q], mode="dynamic") for q in chunk]
+        found = engine.candidates(requests, engine.settings.candidates)
         keys = {key for c in found for s in c.signals.values() for key in s}
         docs = engine.store.get_by_keys(list(keys))
         for qid, c in zip(chunk, found):
