@@ -28,9 +28,7 @@ from streaming.metrics import StreamMetrics
 
 log = logging.getLogger("api")
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422)
-}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422)}
 
 
 def create_app(
@@ -55,11 +53,15 @@ def create_app(
         if settings.index.follow_interval_ms:
             generations = GenerationFollower(live, primary_dir) if primary_dir else None
             threading.Thread(
-                target=_follow, args=(live, settings.index.follow_interval_ms / 1000, stop_following, generations),
-                name="dss-follower", daemon=True,
+                target=_follow,
+                args=(live, settings.index.follow_interval_ms / 1000, stop_following, generations),
+                name="dss-follower",
+                daemon=True,
             ).start()
         if not settings.api.auth:
-            log.warning("authentication is OFF (api.auth=false): every client has admin rights; use only for a local sample")
+            log.warning(
+                "authentication is OFF (api.auth=false): every client has admin rights; use only for a local sample"
+            )
         if owned:
             prepare_serving_process(settings.api)
         log.info("ready", extra={"documents": live.store.stats().live, "generation": live.generation.name})
@@ -78,7 +80,12 @@ def create_app(
         responses=ERRORS,
         # FastAPI's own OpenTelemetry: off unless asked for (api.opentelemetry); its checks
         # for configured providers run on every request.
-        telemetry={name: settings.api.opentelemetry for name in ("tracing", "metrics", "logs", "operation_spans")},
+        telemetry={
+            "tracing": settings.api.opentelemetry,
+            "metrics": settings.api.opentelemetry,
+            "logs": settings.api.opentelemetry,
+            "operation_spans": settings.api.opentelemetry,
+        },
     )
     # Outermost last: request id and log line, then the fast lane for GET searches.
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -31,8 +31,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="deepseek-sea
 console = Console()
 err = Console(stderr=True)
 
-ConfigOption = Annotated[Optional[Path], typer.Option("--config", help="YAML settings file.")]
-DataDirOption = Annotated[Optional[Path], typer.Option("--data-dir", help="Data directory (store, indexes).")]
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="YAML settings file.")]
+DataDirOption = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (store, indexes).")]
 MODE_HELP = "dense | lexical | hybrid | rrf | dynamic | default"
 ModeOption = Annotated[str, typer.Option("--mode", help=MODE_HELP)]
 
@@ -40,7 +40,8 @@ ModeOption = Annotated[str, typer.Option("--mode", help=MODE_HELP)]
 def _query_runtime(query_setup: str) -> str:
     """The path queries take, as ``runtime: auto`` chose it (e.g. "onnx, int8 model")."""
     setup = json.loads(query_setup)
-    return setup["runtime"] + (", int8 model" if setup.get("int8_queries") else "")
+    runtime: str = setup["runtime"]
+    return runtime + (", int8 model" if setup.get("int8_queries") else "")
 
 
 def _settings(config: Path | None, data_dir: Path | None) -> Settings:
@@ -132,7 +133,7 @@ def search(
     query: Annotated[str, typer.Argument()],
     k: Annotated[int, typer.Option("-k", min=1, max=1000)] = 10,
     mode: ModeOption = "default",
-    nprobe: Annotated[Optional[int], typer.Option(min=1)] = None,
+    nprobe: Annotated[int | None, typer.Option(min=1)] = None,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -167,10 +168,10 @@ def _fraction(text: str) -> float | None:
 def evaluate(
     beir_dir: Annotated[Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv")],
     modes: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option("--mode", help=f"{MODE_HELP}, or hybrid:W for fixed weight W on dense; repeatable"),
     ] = None,
-    nprobe: Annotated[Optional[int], typer.Option(min=1)] = None,
+    nprobe: Annotated[int | None, typer.Option(min=1)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of results per mode.")] = False,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
@@ -236,7 +237,7 @@ def evaluate(
     for key in metrics:
         table.add_column(key, justify="right")
     for summary in summaries:
-        table.add_row(summary["mode"], *(str(summary[key]) for key in metrics))
+        table.add_row(str(summary["mode"]), *(str(summary[key]) for key in metrics))
     console.print(table)
     if as_json:
         for summary in summaries:
@@ -246,7 +247,7 @@ def evaluate(
 @app.command("fit-weights")
 def fit_weights(
     beir_dirs: Annotated[list[Path], typer.Argument(help="BEIR folders with judged queries")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="Write the fitted model (JSON) here.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the fitted model (JSON) here.")] = None,
     folds: Annotated[int, typer.Option("--folds", min=2)] = 5,
     l2: Annotated[float, typer.Option("--l2", min=0)] = 0.02,
     as_json: Annotated[bool, typer.Option("--json", help="End with the report as one JSON line.")] = False,
@@ -260,16 +261,18 @@ def fit_weights(
 
     sets = []
     for beir_dir in beir_dirs:
-        with tempfile.TemporaryDirectory(prefix="dss-fit-") as tmp:
-            with open_collection(_settings(config, Path(tmp))) as collection:
-                _ingest_with_progress(collection, beir_dir, count_lines(beir_dir), f"indexing {beir_dir.name}")
-                sets.append(build_training_set(collection.engine, beir_dir))
+        with (
+            tempfile.TemporaryDirectory(prefix="dss-fit-") as tmp,
+            open_collection(_settings(config, Path(tmp))) as collection,
+        ):
+            _ingest_with_progress(collection, beir_dir, count_lines(beir_dir), f"indexing {beir_dir.name}")
+            sets.append(build_training_set(collection.engine, beir_dir))
     report = cross_validation_report(sets, folds=folds, l2=l2)
     table = Table(title="nDCG@10: dynamic weights vs the best fixed weights fitted on the same queries")
     for column in ("fitted on", "tested on", "fixed", "dynamic"):
         table.add_column(column, justify="right" if column in ("fixed", "dynamic") else "left")
     for row in report:
-        table.add_row(row["train"], row["test"], f"{row['fixed']:.4f}", f"{row['dynamic']:.4f}")
+        table.add_row(str(row["train"]), str(row["test"]), f"{row['fixed']:.4f}", f"{row['dynamic']:.4f}")
     console.print(table)
     model = fit(sets, l2=l2)
     if out:
@@ -309,9 +312,7 @@ def stats(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
             "store": collection.store.engine.url.render_as_string(hide_password=True),
         }
         if collection.store.dialect == "sqlite":
-            rows["store on disk"] = _size(
-                sum(disk_usage(p) for p in settings.data_dir.glob("store.sqlite*"))
-            )
+            rows["store on disk"] = _size(sum(disk_usage(p) for p in settings.data_dir.glob("store.sqlite*")))
     table = Table(title=f"deepseek-search · {settings.data_dir}")
     table.add_column("")
     table.add_column("", justify="right")
@@ -374,10 +375,12 @@ def reindex(config: ConfigOption = None, data_dir: DataDirOption = None) -> None
 
 @app.command()
 def serve(
-    host: Annotated[Optional[str], typer.Option(help="Bind address (default: api.host).")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port (default: api.port).")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default: api.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: api.port).")] = None,
     consume: Annotated[bool, typer.Option("--consume", help="Also run the Kafka consumer in-process.")] = False,
-    workers: Annotated[Optional[int], typer.Option(min=1, max=64, help="Serving processes (default: api.workers).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="Serving processes (default: api.workers).")
+    ] = None,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -415,7 +418,7 @@ def serve(
 
 @app.command()
 def consume(
-    metrics_port: Annotated[Optional[int], typer.Option(help="Serve Prometheus metrics on this port.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -453,7 +456,7 @@ def consume(
 @app.command()
 def produce(
     path: Annotated[Path, typer.Argument(help="JSONL: one event (or document) a line.")],
-    topic: Annotated[Optional[str], typer.Option(help="Topic (default: kafka.topic).")] = None,
+    topic: Annotated[str | None, typer.Option(help="Topic (default: kafka.topic).")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Publish document-change events, keyed by id. A line without "version" gets the current
@@ -495,7 +498,7 @@ app.add_typer(keys_app, name="keys")
 @keys_app.command("create")
 def keys_create(
     role: Annotated[str, typer.Option(help="reader | writer | admin")],
-    name: Annotated[Optional[str], typer.Option(help="A name to list and revoke it by.")] = None,
+    name: Annotated[str | None, typer.Option(help="A name to list and revoke it by.")] = None,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -542,7 +545,7 @@ def keys_revoke(name: str, config: ConfigOption = None, data_dir: DataDirOption 
     console.print(f"revoked {name!r}")
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

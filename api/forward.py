@@ -49,9 +49,12 @@ class ForwardToPrimary:
         try:
             answer = await self.client.request(scope["method"], target, headers=headers, content=body)
         except httpx.HTTPError as exc:
-            await _reply(send, 503, [(b"content-type", b"application/json")], orjson.dumps(
-                {"error": f"the primary serving process did not answer: {exc!r}", "request_id": rid}
-            ))
+            await _reply(
+                send,
+                503,
+                [(b"content-type", b"application/json")],
+                orjson.dumps({"error": f"the primary serving process did not answer: {exc!r}", "request_id": rid}),
+            )
             return
         relayed = [(k, v) for k, v in answer.headers.raw if k.lower() not in _DROPPED]
         await _reply(send, answer.status_code, relayed, answer.content)

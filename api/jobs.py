@@ -6,7 +6,7 @@ import logging
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from indexer.collection import Collection
@@ -26,7 +26,7 @@ class Job:
     state: str = "queued"  # queued | running | succeeded | failed
     done: int = 0
     total: int = 0
-    created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     finished_at: datetime | None = None
     error: str | None = None
     result: dict[str, Any] | None = None
@@ -77,7 +77,7 @@ class ReindexJobs:
                 "encoder": report.encoder,
             }
             log.info("reindex finished", extra={"job": job.id, **job.result})
-        job.finished_at = datetime.now(timezone.utc)
+        job.finished_at = datetime.now(UTC)
 
     def counts(self) -> dict[str, int]:
         states = ("queued", "running", "succeeded", "failed")

@@ -11,7 +11,7 @@ import os
 import secrets
 import threading
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 
@@ -69,7 +69,7 @@ class KeyStore:
             if any(k.name == name for k in keys.values()):
                 raise ValueError(f"a key named {name!r} already exists")
             secret = "dss_" + secrets.token_urlsafe(32)
-            record = ApiKey(name, role.name, _digest(secret), datetime.now(timezone.utc).isoformat())
+            record = ApiKey(name, role.name, _digest(secret), datetime.now(UTC).isoformat())
             keys[record.hash] = record
             self._save(keys)
             return secret, record

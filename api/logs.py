@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from contextvars import ContextVar
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -15,9 +15,7 @@ request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "color_message"}
 
 
-def _head(
-    time: datetime, level: str, logger: str, message: str, pid: int | None, rid: str | None
-) -> dict[str, Any]:
+def _head(time: datetime, level: str, logger: str, message: str, pid: int | None, rid: str | None) -> dict[str, Any]:
     """The fields every JSON line starts with, in this order (orjson writes ``time`` as
     ``isoformat()`` does)."""
     entry: dict[str, Any] = {"time": time, "level": level, "logger": logger, "message": message}
@@ -30,7 +28,7 @@ def _head(
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = _head(
-            datetime.fromtimestamp(record.created, timezone.utc),
+            datetime.fromtimestamp(record.created, UTC),
             record.levelname.lower(),
             record.name,
             record.getMessage(),
@@ -73,7 +71,7 @@ class RequestLog:
         if type(handler) is not JsonLogHandler or not self.logger.propagate or self.logger.handlers:
             self.logger.info("request", extra=fields)
             return
-        entry = {**_head(datetime.now(timezone.utc), "info", self.logger.name, "request", os.getpid(), rid), **fields}
+        entry = {**_head(datetime.now(UTC), "info", self.logger.name, "request", os.getpid(), rid), **fields}
         line = orjson.dumps(entry, default=str).decode() + handler.terminator
         with handler.lock:  # type: ignore[union-attr]  # whole lines, never interleaved with the handler's
             handler.stream.write(line)

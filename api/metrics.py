@@ -48,20 +48,32 @@ class Metrics:
             registry=self.registry,
         )
         self.cache_seconds = Histogram(
-            "dss_cache_seconds", "Cache operation latency by level.", ["level"],
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "dss_cache_seconds",
+            "Cache operation latency by level.",
+            ["level"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         # Set when scraped ("livemostrecent": with several processes, the scraping one's value).
         self.cache_hit_ratio = Gauge(
-            "dss_cache_hit_ratio", "Hits / lookups since start, by level.", ["level"], registry=self.registry,
+            "dss_cache_hit_ratio",
+            "Hits / lookups since start, by level.",
+            ["level"],
+            registry=self.registry,
             multiprocess_mode="livemostrecent",
         )
         self.documents = Gauge(
-            "dss_documents", "Documents in the store.", ["state"], registry=self.registry,
+            "dss_documents",
+            "Documents in the store.",
+            ["state"],
+            registry=self.registry,
             multiprocess_mode="livemostrecent",
         )
         self.index_size = Gauge(
-            "dss_index_documents", "Documents in each index.", ["index"], registry=self.registry,
+            "dss_index_documents",
+            "Documents in each index.",
+            ["index"],
+            registry=self.registry,
             multiprocess_mode="livemostrecent",
         )
         self.writes = Counter(
@@ -72,7 +84,9 @@ class Metrics:
             "dss_reindex_jobs", "Reindex jobs by state.", ["state"], registry=self.registry, multiprocess_mode="livemax"
         )
         self.reindex_progress = Gauge(
-            "dss_reindex_progress_ratio", "Progress of the running reindex job (0-1).", registry=self.registry,
+            "dss_reindex_progress_ratio",
+            "Progress of the running reindex job (0-1).",
+            registry=self.registry,
             multiprocess_mode="livemax",
         )
         self._children: dict[tuple[Counter | Histogram, tuple[str, ...]], Any] = {}

@@ -58,7 +58,9 @@ class RequestObserver:
             services: Services | None = getattr(scope["app"].state, "services", None)
             if services is not None:
                 services.metrics.observe_request(scope["method"], route, str(status), seconds)
-            self.log.write(rid, {"method": scope["method"], "route": route, "status": status, "ms": round(seconds * 1000, 2)})
+            self.log.write(
+                rid, {"method": scope["method"], "route": route, "status": status, "ms": round(seconds * 1000, 2)}
+            )
             request_id.reset(token)
 
 
@@ -121,8 +123,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in exc.errors()
-        ]
+        details = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in exc.errors()]
         summary = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details[:5])
         return error_response(422, f"invalid request: {summary}", details)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 import json
-from typing import Annotated, Any, ClassVar, Literal
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal, cast
 
-from starlette.datastructures import QueryParams
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
+from starlette.datastructures import QueryParams
 
 from search.config import EncoderSettings
 from search.documents import INT64, MAX_ID_LENGTH, NUL_FREE, Metadata, StoredText, Timestamp
@@ -86,7 +86,10 @@ class SearchBody(_Strict):
             mode=self.mode,
             nprobe=self.nprobe,
             filters=Filters(tuple(f.category), dict(f.metadata), f.updated_after, f.updated_before),
-            options=RankOptions(self.weights, self.freshness, self.half_life_days, self.diversity),
+            # Signal keys are strings; RankOptions only reads them.
+            options=RankOptions(
+                cast("dict[str, float] | None", self.weights), self.freshness, self.half_life_days, self.diversity
+            ),
             explain=self.explain,
         )
 
@@ -179,7 +182,9 @@ class Explanation(BaseModel):
 
 class QueryExplanation(BaseModel):
     weights: dict[str, float] = Field(description="The relevance weights chosen for this query.")
-    rerank: dict[str, float] = Field(description="Freshness weight, half-life and diversity used (empty: no reranking).")
+    rerank: dict[str, float] = Field(
+        description="Freshness weight, half-life and diversity used (empty: no reranking)."
+    )
     features: dict[str, Any] = Field(description="What the query analyser saw (dynamic mode).")
 
 
@@ -207,7 +212,9 @@ class SearchPage(BaseModel):
 
 
 class SearchResponse(SearchPage):
-    timings_ms: dict[str, float] = Field(description="Milliseconds per search stage, or {cache: ms} when a cached page answered.")
+    timings_ms: dict[str, float] = Field(
+        description="Milliseconds per search stage, or {cache: ms} when a cached page answered."
+    )
 
 
 class DocumentIn(_Strict):

@@ -103,7 +103,9 @@ class Replicas:
                 with self._lock:
                     if self._stopping.is_set():
                         return
-                    log.warning("replica exited; starting it again", extra={"replica": number, "exitcode": process.exitcode})
+                    log.warning(
+                        "replica exited; starting it again", extra={"replica": number, "exitcode": process.exitcode}
+                    )
                     if multiprocess_metrics():
                         multiprocess.mark_process_dead(process.pid)  # its live gauges no longer count
                     self._start(number)

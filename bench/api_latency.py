@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from query_load import DSS, dss_server, reader_key  # noqa: E402
+from query_load import DSS, dss_server, reader_key
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -84,7 +84,9 @@ def main() -> None:
         results = [run_load(url, key, queries, c, args.requests, args.mode) for c in (1, 8)]
     report = {"collection": args.collection.name, "mode": args.mode, "cpu_count": os.cpu_count(), "runs": results}
     for r in results:
-        print(f"concurrency {r['concurrency']}: {r['qps']} QPS, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}")
+        print(
+            f"concurrency {r['concurrency']}: {r['qps']} QPS, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report))

@@ -29,13 +29,13 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from indexer.collection import open_collection  # noqa: E402
-from search.config import load_settings  # noqa: E402
-from search.encoders import load_encoder  # noqa: E402
-from streaming.consumer import DocumentConsumer  # noqa: E402
-from streaming.producer import make_producer  # noqa: E402
-from streaming.schema import DocumentEvent  # noqa: E402
-from tests.broker import Broker  # noqa: E402
+from indexer.collection import open_collection
+from search.config import load_settings
+from search.encoders import load_encoder
+from streaming.consumer import DocumentConsumer
+from streaming.producer import make_producer
+from streaming.schema import DocumentEvent
+from tests.broker import Broker
 
 WORDS = "wing lift drag flow boundary layer heat transfer pressure supersonic model data".split()
 
@@ -174,8 +174,12 @@ def main() -> None:
     settings = load_settings(
         data_dir=Path(tempfile.mkdtemp(prefix="dss-fresh-")),
         index={"follow_interval_ms": 0},
-        kafka={"bootstrap_servers": broker.bootstrap, "topic": "fresh", "dead_letter_topic": "fresh-dlq",
-               "group_id": "fresh"},
+        kafka={
+            "bootstrap_servers": broker.bootstrap,
+            "topic": "fresh",
+            "dead_letter_topic": "fresh-dlq",
+            "group_id": "fresh",
+        },
     )
     encoder = load_encoder(settings.encoder)
     collection = open_collection(settings, encoder=encoder)
@@ -191,8 +195,13 @@ def main() -> None:
         for _ in range(args.repeats):
             raw = encoder_rate(encoder, settings.kafka.max_batch, args.drain)
             drained = drain_rate(collection, settings, args.drain)
-            pairs.append({"encoder_docs_per_s": round(raw, 1), "consumer_docs_per_s": round(drained, 1),
-                          "ratio": round(drained / raw, 3)})
+            pairs.append(
+                {
+                    "encoder_docs_per_s": round(raw, 1),
+                    "consumer_docs_per_s": round(drained, 1),
+                    "ratio": round(drained / raw, 3),
+                }
+            )
             print(json.dumps(pairs[-1]), flush=True)
         encoder_median = statistics.median(p["encoder_docs_per_s"] for p in pairs)
         results = []

@@ -77,7 +77,9 @@ def measure(index: VectorIndex, queries: np.ndarray, exact: np.ndarray, depth: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data_dir", type=Path, help="a dss data directory with stored embeddings")
-    parser.add_argument("--queries", type=Path, default=Path(__file__).parents[1].parent / "shared" / "data" / "cranfield")
+    parser.add_argument(
+        "--queries", type=Path, default=Path(__file__).parents[1].parent / "shared" / "data" / "cranfield"
+    )
     parser.add_argument("--depth", type=int, default=100, help="candidates per query (search.candidates)")
     parser.add_argument("--nprobe-divisors", default="8,16", help="nprobe = nlist // each")
     parser.add_argument("--factories", default=FACTORIES, help="index.factory strings, ';'-separated")
@@ -121,7 +123,13 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             index.save(Path(tmp))
             size_mb = sum(f.stat().st_size for f in Path(tmp).glob("*.faiss")) / 2**20
-        row = {"layout": index.state.kind, "trained_on": trained, "nlist_factor": nlist_factor, "build_s": round(build_s, 1), "size_mb": round(size_mb, 1)}
+        row = {
+            "layout": index.state.kind,
+            "trained_on": trained,
+            "nlist_factor": nlist_factor,
+            "build_s": round(build_s, 1),
+            "size_mb": round(size_mb, 1),
+        }
         probes = sorted({index.default_nprobe(), *(max(1, index.nlist // d) for d in divisors)}, reverse=True)
         row["before_update"] = measure(index, queries, exact, args.depth, index.default_nprobe())
         started = time.perf_counter()
@@ -131,7 +139,18 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"vectors": len(keys), "queries": len(queries), "collection_queries": bool(args.collection_queries), "depth": args.depth, "layouts": rows}, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {
+                "vectors": len(keys),
+                "queries": len(queries),
+                "collection_queries": bool(args.collection_queries),
+                "depth": args.depth,
+                "layouts": rows,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -21,10 +21,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from indexer.collection import open_collection  # noqa: E402
-from indexer.ingest import ingest, read_documents  # noqa: E402
-from search.config import load_settings  # noqa: E402
-from search.encoders import load_encoder  # noqa: E402
+from indexer.collection import open_collection
+from indexer.ingest import ingest, read_documents
+from search.config import load_settings
+from search.encoders import load_encoder
 
 
 def main() -> None:
@@ -62,9 +62,7 @@ def main() -> None:
         "repeats": args.repeats,
         "encoder_docs_per_s_median": round(statistics.median(raw), 2),
         "ingest_docs_per_s_median": round(statistics.median(ingested), 2),
-        "ingest_over_encoder_median": round(
-            statistics.median(i / r for i, r in zip(ingested, raw)), 3
-        ),
+        "ingest_over_encoder_median": round(statistics.median(i / r for i, r in zip(ingested, raw)), 3),
         "encoder_docs_per_s": [round(x, 2) for x in raw],
         "ingest_docs_per_s": [round(x, 2) for x in ingested],
     }

@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from search.config import LexicalSettings  # noqa: E402
-from search.lexical import LexicalEntry, LexicalIndex  # noqa: E402
-from search.text import Analyzer  # noqa: E402
+from search.config import LexicalSettings
+from search.lexical import LexicalEntry, LexicalIndex
+from search.text import Analyzer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

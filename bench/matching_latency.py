@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from synthetic import aged_collection  # noqa: E402
+from synthetic import aged_collection
 
-from indexer.collection import open_collection  # noqa: E402
-from search.config import load_settings  # noqa: E402
-from search.encoders.base import Encoder  # noqa: E402
-from search.request import RankOptions, SearchRequest  # noqa: E402
-from search.evaluation import load_queries  # noqa: E402
+from indexer.collection import open_collection
+from search.config import load_settings
+from search.encoders.base import Encoder
+from search.evaluation import load_queries
+from search.request import RankOptions, SearchRequest
 
 
 class PrecomputedQueries(Encoder):
@@ -70,30 +70,32 @@ def main() -> None:
     queries = list(load_queries(args.beir_dir).values())
     docs = aged_collection(args.beir_dir)
     options = RankOptions(freshness=args.freshness, diversity=args.diversity)
-    with tempfile.TemporaryDirectory(prefix="dss-latency-") as tmp:
-        with open_collection(load_settings(data_dir=Path(tmp))) as collection:
-            for start in range(0, len(docs), 256):
-                collection.write(docs[start : start + 256])
-            engine = collection.engine
-            started = time.perf_counter()
-            for q in queries[:50]:
-                engine.encoder.encode_queries([q])
-            encode_ms = (time.perf_counter() - started) * 1000 / 50
-            engine.encoder = PrecomputedQueries(engine.encoder, queries)
-            for q in queries[:20]:  # warm-up
+    with (
+        tempfile.TemporaryDirectory(prefix="dss-latency-") as tmp,
+        open_collection(load_settings(data_dir=Path(tmp))) as collection,
+    ):
+        for start in range(0, len(docs), 256):
+            collection.write(docs[start : start + 256])
+        engine = collection.engine
+        started = time.perf_counter()
+        for q in queries[:50]:
+            engine.encoder.encode_queries([q])
+        encode_ms = (time.perf_counter() - started) * 1000 / 50
+        engine.encoder = PrecomputedQueries(engine.encoder, queries)
+        for q in queries[:20]:  # warm-up
+            engine.search(SearchRequest(q, k=10, mode="dense"))
+            engine.search(SearchRequest(q, k=10, options=options))
+        dense, full, added = [], [], []
+        for _ in range(args.rounds):
+            for q in queries:
+                t0 = time.perf_counter()
                 engine.search(SearchRequest(q, k=10, mode="dense"))
+                t1 = time.perf_counter()
                 engine.search(SearchRequest(q, k=10, options=options))
-            dense, full, added = [], [], []
-            for _ in range(args.rounds):
-                for q in queries:
-                    t0 = time.perf_counter()
-                    engine.search(SearchRequest(q, k=10, mode="dense"))
-                    t1 = time.perf_counter()
-                    engine.search(SearchRequest(q, k=10, options=options))
-                    t2 = time.perf_counter()
-                    dense.append((t1 - t0) * 1000)
-                    full.append((t2 - t1) * 1000)
-                    added.append(full[-1] - dense[-1])
+                t2 = time.perf_counter()
+                dense.append((t1 - t0) * 1000)
+                full.append((t2 - t1) * 1000)
+                added.append(full[-1] - dense[-1])
     result = {
         "collection": args.beir_dir.name,
         "documents": len(docs),
@@ -110,7 +112,9 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
-    print(f"{args.beir_dir.name}: {len(docs)} docs, {len(added)} query pairs, k=10 from {result['candidates']} candidates")
+    print(
+        f"{args.beir_dir.name}: {len(docs)} docs, {len(added)} query pairs, k=10 from {result['candidates']} candidates"
+    )
     for name in ("dense_ms", "default_ms", "added_ms"):
         print(f"  {name:<11} p50 {result[name]['p50']:7.2f}  p99 {result[name]['p99']:7.2f}")
     print(f"  (for scale: the encoder alone, one query: {encode_ms:.1f} ms)")

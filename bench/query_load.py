@@ -38,7 +38,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -69,7 +69,7 @@ def short_documents(shared: Path, n: int, width: int = 12, stride: int = 4) -> l
                     docs.append({"id": f"{name}-{len(docs)}", "text": " ".join(words[start : start + width])})
     while len(docs) < n:  # not enough windows: shift by one word and go round again
         base = docs[len(docs) % len(docs)]
-        docs.append({"id": f"extra-{len(docs)}", "text": " ".join(base["text"].split()[1:] + ["again"])})
+        docs.append({"id": f"extra-{len(docs)}", "text": " ".join([*base["text"].split()[1:], "again"])})
     return docs[:n]
 
 
@@ -142,10 +142,24 @@ def load(url: str, headers: dict, concurrency: int, seconds: float, paths: list[
     script, path_file = work / "load.lua", work / "paths.txt"
     script.write_text(WRK_SCRIPT)
     path_file.write_text("\n".join(paths) + "\n")
-    command = ["nice", "-n", "-5", "wrk", "-t1", f"-c{concurrency}", f"-d{round(seconds)}s", "--timeout", "30s", "-s", str(script)]
+    command = [
+        "nice",
+        "-n",
+        "-5",
+        "wrk",
+        "-t1",
+        f"-c{concurrency}",
+        f"-d{round(seconds)}s",
+        "--timeout",
+        "30s",
+        "-s",
+        str(script),
+    ]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
-    out = subprocess.run([*command, url], check=True, capture_output=True, text=True, env={**os.environ, "DSS_PATHS": str(path_file)})
+    out = subprocess.run(
+        [*command, url], check=True, capture_output=True, text=True, env={**os.environ, "DSS_PATHS": str(path_file)}
+    )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     return {"qps": result["requests"] / result["seconds"], **{k: result[k] for k in ("p50_ms", "p99_ms", "errors")}}
 
@@ -195,22 +209,25 @@ def measure(
                 row = {
                     "mix": mix,
                     "concurrency": concurrency,
-                    **{key: round(statistics.median(r[key] for r in runs_of), 2) for key in ("qps", "p50_ms", "p99_ms")},
+                    **{
+                        key: round(statistics.median(r[key] for r in runs_of), 2) for key in ("qps", "p50_ms", "p99_ms")
+                    },
                     "errors": sum(r["errors"] for r in runs_of),
                     "runs": runs_of,
                 }
                 rows[target.name].append(row)
-                print(f"  {target.name:8} {mix:8} c={concurrency:<3} {row['qps']:8.1f} QPS  p50 {row['p50_ms']:8.2f} ms  "
-                      f"p99 {row['p99_ms']:8.2f} ms  errors {row['errors']}", flush=True)
+                print(
+                    f"  {target.name:8} {mix:8} c={concurrency:<3} {row['qps']:8.1f} QPS  p50 {row['p50_ms']:8.2f} ms  "
+                    f"p99 {row['p99_ms']:8.2f} ms  errors {row['errors']}",
+                    flush=True,
+                )
     return rows
 
 
 def stop(server: subprocess.Popen) -> None:
     """Ends a server's whole process group (its workers too), if any of it is left."""
-    try:
+    with suppress(ProcessLookupError):
         os.killpg(server.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     server.wait(timeout=60)
 
 
@@ -249,7 +266,11 @@ def reader_key(data_dir: Path, env: dict, cwd: Path | None = None) -> str:
     """A new reader API key for ``data_dir`` (``cwd``: the checkout whose `dss` makes it)."""
     return subprocess.run(
         [*DSS, "keys", "create", "--role", "reader", "--data-dir", str(data_dir)],
-        check=True, capture_output=True, text=True, env=env, cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
     ).stdout.strip()
 
 
@@ -257,17 +278,21 @@ def reader_key(data_dir: Path, env: dict, cwd: Path | None = None) -> str:
 def dss_server(data_dir: Path, workers: int, env: dict, cwd: Path | None = None) -> Iterator[str]:
     """`dss serve` on a free port until the block ends; yields its URL once every worker answers."""
     port = free_port()
-    log = tempfile.TemporaryFile()
-    server = subprocess.Popen(
-        [*DSS, "serve", "--port", str(port), "--data-dir", str(data_dir), "--workers", str(workers)],
-        stdout=subprocess.DEVNULL, stderr=log, start_new_session=True, env=env, cwd=cwd,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_workers(url, workers, server, log)
-        yield url
-    finally:
-        stop(server)
+    with tempfile.TemporaryFile() as log:
+        server = subprocess.Popen(
+            [*DSS, "serve", "--port", str(port), "--data-dir", str(data_dir), "--workers", str(workers)],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+            env=env,
+            cwd=cwd,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_workers(url, workers, server, log)
+            yield url
+        finally:
+            stop(server)
 
 
 BATCHES = (1, 8, 16, 32, 64)
@@ -332,18 +357,20 @@ def txtai_server(python: Path, work: Path, corpus: Path, report: dict) -> Iterat
     config = work / "txtai.yml"
     config.write_text(f"path: {index_dir}\nwritable: false\nembeddings:\n")  # the key enables the router
     port = free_port()
-    log = tempfile.TemporaryFile()
-    server = subprocess.Popen(
-        [str(python), "-m", "uvicorn", "txtai.api:app", "--port", str(port), "--log-level", "warning"],
-        stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
-        env={**os.environ, "CONFIG": str(config), "HF_HUB_OFFLINE": "1"},
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(url, "/search?query=wing&limit=1", server, log)
-        yield url
-    finally:
-        stop(server)
+    with tempfile.TemporaryFile() as log:
+        server = subprocess.Popen(
+            [str(python), "-m", "uvicorn", "txtai.api:app", "--port", str(port), "--log-level", "warning"],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+            env={**os.environ, "CONFIG": str(config), "HF_HUB_OFFLINE": "1"},
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url, "/search?query=wing&limit=1", server, log)
+            yield url
+        finally:
+            stop(server)
 
 
 TXTAI_BUILD = textwrap.dedent(
@@ -363,13 +390,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("queries_from", type=Path, help="a BEIR folder whose queries.jsonl is replayed")
     parser.add_argument("--docs", type=int, default=100_000)
-    parser.add_argument("--runtime", default="auto",
-                        help="encoder.runtime for the server (default auto, the default config: on the CPU the int8 query model)")
-    parser.add_argument("--int8-queries", action=argparse.BooleanOptionalAction, default=True,
-                        help="encoder.int8_queries for the server (runtime onnx only)")
+    parser.add_argument(
+        "--runtime",
+        default="auto",
+        help="encoder.runtime for the server (default auto, the default config: on the CPU the int8 query model)",
+    )
+    parser.add_argument(
+        "--int8-queries",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="encoder.int8_queries for the server (runtime onnx only)",
+    )
     parser.add_argument("--device", default="auto", help="encoder.device for the server (cuda: the GPU figures)")
-    parser.add_argument("--workers", default="1,2",
-                        help="api.workers of the server, comma-separated: each is measured in turn, side by side")
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        help="api.workers of the server, comma-separated: each is measured in turn, side by side",
+    )
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--txtai-python", type=Path, help="a Python with txtai[api]; omitted: no txtai")
@@ -418,8 +455,11 @@ def main() -> None:
         if args.txtai_python:
             url = servers.enter_context(txtai_server(args.txtai_python, work, corpus, report))
             targets.append(Target("txtai", url, "/search?query={q}&limit=10", {}))
-        print(f"query load, the servers taking turns in each run: dss1 = deepseek-search ({args.docs} docs, runtime "
-              f"{args.runtime}, 1 process), dssN = N processes, txtai = txtai's API (hybrid, one uvicorn worker):", flush=True)
+        print(
+            f"query load, the servers taking turns in each run: dss1 = deepseek-search ({args.docs} docs, runtime "
+            f"{args.runtime}, 1 process), dssN = N processes, txtai = txtai's API (hybrid, one uvicorn worker):",
+            flush=True,
+        )
         rows = measure(targets, queries, args.seconds, args.runs, work)
     report["dss"] = {str(w): rows[f"dss{w}"] for w in worker_counts}
 
@@ -432,22 +472,34 @@ def main() -> None:
             ours = {(r["mix"], r["concurrency"]): r["qps"] for r in ours_rows}
             report["ratio_to_txtai"][workers] = {
                 f"{r['mix']}@{r['concurrency']}": round(ours[(r["mix"], r["concurrency"])] / r["qps"], 2)
-                for r in report["txtai"] if r["qps"]
+                for r in report["txtai"]
+                if r["qps"]
             }
-            print(f"QPS ratio, deepseek-search ({workers} worker(s)) / txtai:", report["ratio_to_txtai"][workers], flush=True)
+            print(
+                f"QPS ratio, deepseek-search ({workers} worker(s)) / txtai:",
+                report["ratio_to_txtai"][workers],
+                flush=True,
+            )
     for suffix in ("", "_uncached_texts"):
         fp32 = max(
             timing[name]["best"]
             for timing in (report[f"ceiling_qps{suffix}"], report[f"ceiling_qps{suffix}_after"])
-            for name in ("torch fp32", "onnx fp32") if name in timing
+            for name in ("torch fp32", "onnx fp32")
+            if name in timing
         )
         report[f"fp32_ceiling_qps{suffix}"] = fp32
         shares = report[f"uncached_share_of_fp32_ceiling{suffix}"] = {}
         for workers, ours_rows in report["dss"].items():
-            shares[workers] = {str(r["concurrency"]): round(r["qps"] / fp32, 3) for r in ours_rows if r["mix"] == "uncached"}
+            shares[workers] = {
+                str(r["concurrency"]): round(r["qps"] / fp32, 3) for r in ours_rows if r["mix"] == "uncached"
+            }
             texts = "uncached-mix texts" if suffix else "the queries"
-            print(f"uncached QPS / best fp32 ceiling on {texts} ({fp32} q/s, the better of before and after), "
-                  f"{workers} worker(s):", shares[workers], flush=True)
+            print(
+                f"uncached QPS / best fp32 ceiling on {texts} ({fp32} q/s, the better of before and after), "
+                f"{workers} worker(s):",
+                shares[workers],
+                flush=True,
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")

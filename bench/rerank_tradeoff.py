@@ -27,12 +27,12 @@ import numpy as np
 from ir_measures import nDCG
 
 sys.path.insert(0, str(Path(__file__).parent))
-from synthetic import aged_collection, near_duplicates  # noqa: E402
+from synthetic import aged_collection, near_duplicates
 
-from indexer.collection import open_collection  # noqa: E402
-from search.config import load_settings  # noqa: E402
-from search.request import RankOptions, SearchRequest  # noqa: E402
-from search.evaluation import load_qrels, load_queries  # noqa: E402
+from indexer.collection import open_collection
+from search.config import load_settings
+from search.evaluation import load_qrels, load_queries
+from search.request import RankOptions, SearchRequest
 
 FRESHNESS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 DIVERSITY = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7)
@@ -97,11 +97,15 @@ def main() -> None:
             engine = collection.engine
             freshness = []
             for f in FRESHNESS:
-                freshness.append({"freshness": f, **score(engine, queries, qrels, RankOptions(freshness=f, diversity=0.0), twins)})
+                freshness.append(
+                    {"freshness": f, **score(engine, queries, qrels, RankOptions(freshness=f, diversity=0.0), twins)}
+                )
                 print("freshness", freshness[-1], flush=True)
             diversity = []
             for d in DIVERSITY:
-                diversity.append({"diversity": d, **score(engine, queries, qrels, RankOptions(freshness=0.0, diversity=d), twins)})
+                diversity.append(
+                    {"diversity": d, **score(engine, queries, qrels, RankOptions(freshness=0.0, diversity=d), twins)}
+                )
                 print("diversity", diversity[-1], flush=True)
     result = {
         "collection": args.beir_dir.name,
@@ -120,7 +124,9 @@ def main() -> None:
         print(f"{row['freshness']:>9} {row['ndcg@10']:>8} {row['mean_age_days']:>16}")
     print(f"{'diversity':>9} {'nDCG@10':>8} {'intra-list sim':>15} {'dup pairs/query':>16}")
     for row in diversity:
-        print(f"{row['diversity']:>9} {row['ndcg@10']:>8} {row['intra_list_similarity']:>15} {row['duplicate_pairs_per_query']:>16}")
+        print(
+            f"{row['diversity']:>9} {row['ndcg@10']:>8} {row['intra_list_similarity']:>15} {row['duplicate_pairs_per_query']:>16}"
+        )
     print(f"wrote {args.out}")
 
 

@@ -24,8 +24,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from query_ab import data_copy  # noqa: E402
-from query_load import Target, dss_server, measure, reader_key  # noqa: E402
+from query_ab import data_copy
+from query_load import Target, dss_server, measure, reader_key
 
 
 def parse_setting(text: str) -> tuple[str, dict[str, str]]:
@@ -66,8 +66,11 @@ def main() -> None:
     print("every run's QPS and p99, by setting:")
     for label, rows_of in rows.items():
         for row in rows_of:
-            print(f"  c={row['concurrency']:<3} {label:12} QPS {[round(r['qps']) for r in row['runs']]}  "
-                  f"p99 ms {[round(r['p99_ms']) for r in row['runs']]}", flush=True)
+            print(
+                f"  c={row['concurrency']:<3} {label:12} QPS {[round(r['qps']) for r in row['runs']]}  "
+                f"p99 ms {[round(r['p99_ms']) for r in row['runs']]}",
+                flush=True,
+            )
     report = {"workers": args.workers, "settings": dict(args.setting), "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))

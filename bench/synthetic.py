@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from search.documents import DocumentWrite
@@ -20,7 +20,7 @@ def _corpus(beir_dir: Path) -> list[dict]:
 def aged_collection(beir_dir: Path, seed: int = 7) -> list[DocumentWrite]:
     """Every document of the collection, updated a uniform random time in the last 3 years."""
     rng = random.Random(seed)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return [
         DocumentWrite(
             id=str(d["_id"]),
@@ -38,7 +38,7 @@ def near_duplicates(
     """Copies of ``count`` of ``originals`` with one sentence dropped and their own age;
     returns the copies and a map copy id -> original id."""
     rng = random.Random(seed)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     by_id = {str(d["_id"]): d for d in _corpus(beir_dir)}
     docs, twins = [], {}
     for original in rng.sample([o for o in originals if o in by_id], min(count, len(originals))):

@@ -19,12 +19,12 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import ir_measures  # noqa: E402
-from ir_measures import RR, R, nDCG  # noqa: E402
-from txtai import Embeddings  # noqa: E402
+import ir_measures
+from ir_measures import RR, R, nDCG
+from txtai import Embeddings
 
-from search.encoders.sentence import resolve_model_path  # noqa: E402
-from search.evaluation import load_qrels, load_queries  # noqa: E402
+from search.encoders.sentence import resolve_model_path
+from search.evaluation import load_qrels, load_queries
 
 MEASURES = {"ndcg@10": nDCG @ 10, "recall@100": R @ 100, "mrr@10": RR @ 10}
 

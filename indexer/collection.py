@@ -130,7 +130,7 @@ class Collection:
             self.store.close()
             self.query_path.close()
 
-    def __enter__(self) -> "Collection":
+    def __enter__(self) -> Collection:
         return self
 
     def __exit__(self, *exc: object) -> None:

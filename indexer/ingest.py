@@ -68,9 +68,7 @@ def parse_line(number: int, line: str, max_text_chars: int) -> DocumentWrite | B
     try:
         doc = DocumentWrite.model_validate(record)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'record'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'record'}: {e['msg']}" for e in exc.errors())
         return BadLine(number, problems)
     if len(doc.text) + len(doc.title) > max_text_chars:
         return BadLine(number, f"document longer than {max_text_chars} characters")

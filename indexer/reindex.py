@@ -30,9 +30,7 @@ class ReindexReport:
     encoder: str
 
 
-def rebuild(
-    settings: Settings, store: Store, encoder: Encoder, progress: Progress | None = None
-) -> ReindexReport:
+def rebuild(settings: Settings, store: Store, encoder: Encoder, progress: Progress | None = None) -> ReindexReport:
     """Offline rebuild (nothing serves this data directory meanwhile)."""
     generation = new_generation(settings.data_dir)
     indexes = open_indexes(settings, store, encoder, generation)

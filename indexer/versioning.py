@@ -32,9 +32,7 @@ class Decision:
     reason: str = ""
 
 
-def decide(
-    state: VersionState | None, op: str, version: int | None, content_hash: str | None
-) -> Decision:
+def decide(state: VersionState | None, op: str, version: int | None, content_hash: str | None) -> Decision:
     """What a write does to a document currently in ``state`` (None: never seen)."""
     if op == "delete":
         return _decide_delete(state, version)
@@ -53,9 +51,7 @@ def _decide_upsert(state: VersionState | None, version: int | None, content_hash
     if version == state.version and not state.deleted and state.content_hash == content_hash:
         return Decision(Outcome.UNCHANGED, state.version, "duplicate of the stored version")
     what = "deleted at" if state.deleted else "stored"
-    return Decision(
-        Outcome.STALE, state.version, f"version {version} is not newer than {what} version {state.version}"
-    )
+    return Decision(Outcome.STALE, state.version, f"version {version} is not newer than {what} version {state.version}")
 
 
 def _decide_delete(state: VersionState | None, version: int | None) -> Decision:
@@ -72,6 +68,4 @@ def _decide_delete(state: VersionState | None, version: int | None) -> Decision:
         return Decision(Outcome.UNCHANGED, state.version, "already deleted")
     if version >= state.version:
         return Decision(Outcome.APPLIED, version)
-    return Decision(
-        Outcome.STALE, state.version, f"version {version} is older than stored version {state.version}"
-    )
+    return Decision(Outcome.STALE, state.version, f"version {version} is older than stored version {state.version}")

@@ -111,9 +111,8 @@ class Indexer:
                     WriteResult(change.id, change.op, decision.outcome, decision.version, decision.reason)
                 )
                 if decision.outcome is Outcome.APPLIED:
-                    current[change.id] = VersionState(
-                        decision.version, change.op == "delete", content_hash
-                    )
+                    assert decision.version is not None  # an applied write stores a version
+                    current[change.id] = VersionState(decision.version, change.op == "delete", content_hash)
                     final.pop(change.id, None)  # keep dict order = order of the last write
                     final[change.id] = (change, decision, content_hash)
 
@@ -121,9 +120,11 @@ class Indexer:
                 [(c, h) for c, _, h in final.values() if c.op == "upsert"], stored, fingerprint
             )
             for doc_id, (change, decision, content_hash) in final.items():
+                assert decision.version is not None  # applied writes only
                 if change.op == "delete":
                     batch.delete(doc_id, decision.version)
                     continue
+                assert content_hash is not None  # an upsert's
                 previous = stored.get(doc_id)
                 batch.upsert(
                     change,
@@ -274,7 +275,11 @@ def _version_state(state: DocumentState) -> VersionState:
 def _stack(docs: list[StoredDocument], dimension: int) -> np.ndarray:
     if not docs:
         return np.zeros((0, dimension), dtype=np.float32)
-    return np.vstack([np.frombuffer(d.embedding, dtype=np.float32) for d in docs])
+    rows = []
+    for d in docs:
+        assert d.embedding is not None  # live documents, read with their embeddings
+        rows.append(np.frombuffer(d.embedding, dtype=np.float32))
+    return np.vstack(rows)
 
 
 def _lexical_entry(doc: StoredDocument) -> LexicalEntry:

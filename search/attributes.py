@@ -55,8 +55,9 @@ class DocumentAttributes:
             keys = categorised[start : start + 10_000]
             found_vectors, found = vectors.reconstruct(keys)
             for key, vector, ok in zip(keys, found_vectors, found):
-                if ok:
-                    _add(sums, counts, by_key[key].category, vector, self.dimension)
+                category = by_key[key].category
+                if ok and category is not None:  # always set here: categorised keys only
+                    _add(sums, counts, category, vector, self.dimension)
         with self._lock:
             self._by_key, self._sums, self._counts = by_key, sums, counts
             self._centroids, self.loaded = None, True

@@ -125,10 +125,12 @@ class RedisLevel:
             connection = getattr(self._lookups, "connection", None)
             if connection is None:
                 connection = self._lookups.connection = self._client.connection_pool.make_connection()
+            reply: list[bytes | None]
             try:
-                return _command(connection, command)
+                reply = _command(connection, command)
             except redis.ConnectionError:  # a socket Redis closed while it was idle: reconnect once
-                return _command(connection, command)
+                reply = _command(connection, command)
+            return reply
 
         return self._call(mget)  # type: ignore[return-value]
 
@@ -151,7 +153,15 @@ class RedisLevel:
             return False
 
 
-def _command(connection: redis.connection.AbstractConnection, command: list[str]) -> Any:
+class _Connection(Protocol):
+    """What ``_command`` uses of a redis-py connection (whose own methods are untyped)."""
+
+    def send_command(self, *args: str) -> None: ...
+    def read_response(self) -> Any: ...
+    def disconnect(self) -> None: ...
+
+
+def _command(connection: _Connection, command: list[str]) -> Any:
     try:
         connection.send_command(*command)
         return connection.read_response()
@@ -185,7 +195,9 @@ class SqliteLevel:
     def get_many(self, keys: list[str]) -> list[bytes | None]:
         marks = ",".join("?" * len(keys))
         with self._read_lock:
-            rows = self._reader.execute(f"SELECT key, value, expires FROM cache WHERE key IN ({marks})", keys).fetchall()
+            rows = self._reader.execute(
+                f"SELECT key, value, expires FROM cache WHERE key IN ({marks})", keys
+            ).fetchall()
         now = time.time()
         found = {key: bytes(value) for key, value, expires in rows if expires >= now}
         return [found.get(key) for key in keys]
@@ -351,7 +363,9 @@ def build_cache(settings: CacheSettings, data_dir: Path, observer: Observer | No
     if settings.memory_entries:
         levels.append(MemoryLevel(settings.memory_entries, max(settings.ttl_s, settings.embedding_ttl_s)))
     if settings.redis_url:
-        levels.append(RedisLevel(settings.redis_url, settings.key_prefix, settings.redis_timeout_ms, settings.redis_retry_s))
+        levels.append(
+            RedisLevel(settings.redis_url, settings.key_prefix, settings.redis_timeout_ms, settings.redis_retry_s)
+        )
     if settings.sqlite:
         levels.append(SqliteLevel(data_dir / "cache.sqlite"))
     return TieredCache(levels, observer, batch_wait_s=settings.write_batch_ms / 1000)

@@ -7,9 +7,9 @@ Unknown keys and bad values fail at start-up with a message naming the key.
 
 from __future__ import annotations
 
-from pathlib import Path
 import os
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -57,9 +57,9 @@ class EncoderSettings(_Section):
     # micro-batch while the other cores serve requests, which serves more queries than giving
     # the encoder every core (docs/architecture.md#encoder-runtimes).
     query_threads: int | None = Field(1, ge=1, le=1024)
-    # onnx only: intra-op threads for a query the engine answers alone (no other query in
-    # flight in this process), which may use the cores the rest of the path leaves idle.
-    # "auto": the first lone queries take turns on query_threads, 1, 2 and 4 threads (up to the
+    # onnx only: intra-op threads for a query encoded alone (a micro-batch of one: nothing
+    # else was waiting), which may use the cores the rest of the path leaves idle.
+    # "auto": the first such queries take turns on query_threads, 1, 2 and 4 threads (up to the
     # cores there are) and the fastest is kept (query_threads unless another is >= 10% faster).
     # Measured in place because whether more threads help depends on the CPU.
     lone_query_threads: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = "auto"
@@ -72,7 +72,7 @@ class EncoderSettings(_Section):
     micro_batch_wait_ms: float = Field(0.0, ge=0, le=1000)
 
     @model_validator(mode="after")
-    def _int8_queries_need_onnx(self) -> "EncoderSettings":
+    def _int8_queries_need_onnx(self) -> EncoderSettings:
         if self.int8_queries and self.runtime != "onnx":
             raise ValueError("int8_queries needs runtime: onnx (onnx-int8 already encodes everything in int8)")
         return self

@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, field_validator
@@ -17,13 +17,13 @@ INT64 = (-(2**63), 2**63 - 1)
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 # What every store can hold, checked where a write (or a filter) comes in, so that a value a
@@ -113,9 +113,7 @@ class DocumentWrite(BaseModel):
 
     def content_hash(self) -> str:
         """Identifies the searchable content, so re-sending the same document is a no-op."""
-        payload = json.dumps(
-            [self.title, self.text, self.metadata, self.category], sort_keys=True, default=str
-        )
+        payload = json.dumps([self.title, self.text, self.metadata, self.category], sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def embedding_text(self) -> str:

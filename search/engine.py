@@ -23,13 +23,12 @@ import numpy as np
 from search.attributes import DocumentAttributes
 from search.config import SearchSettings
 from search.encoders import Encoder
-from search.filters import Filters
 from search.fusion import linear_fusion, max_scaled, min_max, reciprocal_rank_fusion, top
 from search.lexical import LexicalIndex
 from search.matching.features import TEMPORAL, QueryFeatures, analyse_query
 from search.matching.weights import WeightModel
 from search.ranking.rerank import RerankWeights, rerank
-from search.request import MODES, RankOptions, SearchRequest
+from search.request import RankOptions, SearchRequest
 from search.snippets import snippet
 from search.store import Store
 from search.vector_index import VectorIndex
@@ -179,9 +178,7 @@ class SearchEngine:
         features = ranking.features.to_dict() if ranking.features else {}
         return SearchResult(request.query, request.mode, hits, timings, ranking.weights, rerank_info, features)
 
-    async def search_async(
-        self, request: SearchRequest, embedding: Future[np.ndarray] | None = None
-    ) -> SearchResult:
+    async def search_async(self, request: SearchRequest, embedding: Future[np.ndarray] | None = None) -> SearchResult:
         """``search`` for an event loop, as a pipeline of three threads. The ranking thread
         retrieves the lexical candidates while the encoder embeds the query (a micro-batch of
         concurrent queries); the encoder's completion hands the query straight back to the
@@ -389,6 +386,7 @@ class SearchEngine:
         if mode == "hybrid":
             w = self.settings.hybrid_dense_weight
             return {"dense": w, "lexical": 1 - w}
+        assert found.features is not None  # analysed in dynamic mode, the only one left
         weights = self.weight_model.weights(found.features.vector())
         affinity = self.category_weight(found.categories)
         if affinity > 0:
@@ -416,7 +414,7 @@ class SearchEngine:
         if len(p) < 2 or self.settings.category_weight == 0:
             return 0.0
         entropy = -float(np.sum(p * np.log(np.maximum(p, 1e-12))))
-        focus = max(0.0, 1 - entropy / np.log(len(p)))
+        focus = max(0.0, 1 - entropy / float(np.log(len(p))))
         return round(self.settings.category_weight * focus, 6)
 
     def _category_signal(self, found: Candidates) -> dict[int, float]:

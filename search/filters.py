@@ -16,6 +16,4 @@ class Filters:
     updated_before: datetime | None = None  # exclusive
 
     def __bool__(self) -> bool:
-        return bool(
-            self.categories or self.metadata or self.updated_after or self.updated_before
-        )
+        return bool(self.categories or self.metadata or self.updated_after or self.updated_before)

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import tantivy
 
@@ -62,13 +63,14 @@ class LexicalIndex:
         self._query_terms = functools.lru_cache(maxsize=4096)(self._analyse_query)
         self.index.reload()
 
-    def _analyzer_signature(self) -> dict:
+    def _analyzer_signature(self) -> dict[str, Any]:
         return self.settings.model_dump()
 
-    def _read_manifest(self) -> dict | None:
+    def _read_manifest(self) -> dict[str, Any] | None:
         if not self._manifest_path.is_file():
             return None
-        return json.loads(self._manifest_path.read_text())
+        manifest: dict[str, Any] = json.loads(self._manifest_path.read_text())
+        return manifest
 
     def apply(self, upserts: Sequence[LexicalEntry], deletes: Sequence[int], seq: int) -> None:
         """Replace or remove documents by key and commit; ``seq`` is the change they reach."""
@@ -123,15 +125,16 @@ class LexicalIndex:
             [(tantivy.Occur.Should, tantivy.Query.term_query(self.schema, field, t)) for t in terms]
         )
         if allowed is not None:
-            keys = tantivy.Query.term_set_query(self.schema, "key", [int(k) for k in allowed])
+            key_set = tantivy.Query.term_set_query(self.schema, "key", [int(k) for k in allowed])
             query = tantivy.Query.boolean_query(
-                [(tantivy.Occur.Must, query), (tantivy.Occur.Must, tantivy.Query.const_score_query(keys, 0.0))]
+                [(tantivy.Occur.Must, query), (tantivy.Occur.Must, tantivy.Query.const_score_query(key_set, 0.0))]
             )
         searcher = self.index.searcher()
         hits = searcher.search(query, limit=k, count=False).hits
         # The key from its fast field (a column read), not from each stored document.
         keys = searcher.fast_field_values("key", [addr for _, addr in hits])
-        return [(int(key), float(score)) for key, (score, _) in zip(keys, hits)]
+        # Every document has its key: no None among the values.
+        return [(int(cast(int, key)), float(score)) for key, (score, _) in zip(keys, hits)]
 
     def document_frequency(self, term: str, field: str = "body") -> int:
         return self.index.searcher().doc_freq(field, term)

@@ -82,7 +82,9 @@ class CachedQueryEncoder(Encoder):
                 result.set_exception(exc)
                 return
             for i in missing:  # after the caller has its answer: a cache fault is not its problem
-                self.cache.set(self.key(texts[i]), np.ascontiguousarray(found[i], dtype=np.float32).tobytes(), self.ttl_s)
+                self.cache.set(
+                    self.key(texts[i]), np.ascontiguousarray(found[i], dtype=np.float32).tobytes(), self.ttl_s
+                )
 
         self.inner.submit_queries([texts[i] for i in missing]).add_done_callback(learn)
         return result

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+def atomic_write(path: Path, write: Callable[[str], object]) -> None:
     """``write(tmp_path)`` fills a temporary file that then atomically replaces ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

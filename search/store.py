@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,12 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    bindparam,
     DateTime,
     Integer,
     LargeBinary,
     String,
     Text,
+    bindparam,
     create_engine,
     event,
     exists,
@@ -48,7 +48,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine, Row
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError, StatementError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import NullPool
@@ -104,7 +104,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=None) if value else None
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return value.replace(tzinfo=timezone.utc) if value else None
+        return value.replace(tzinfo=UTC) if value else None
 
 
 class Base(DeclarativeBase):
@@ -115,16 +115,14 @@ class DocumentRow(Base):
     __tablename__ = "documents"
 
     # SQLite only auto-increments an INTEGER PRIMARY KEY; it is 64-bit there as well.
-    key: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    )
+    key: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(512), unique=True)
     version: Mapped[int] = mapped_column(BigInteger)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     seq: Mapped[int] = mapped_column(BigInteger, index=True)
     title: Mapped[str | None] = mapped_column(Text)
     text: Mapped[str | None] = mapped_column(Text)
-    meta: Mapped[dict | None] = mapped_column(
+    meta: Mapped[dict[str, Any] | None] = mapped_column(
         "metadata", JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
     )
     category: Mapped[str | None] = mapped_column(String(256), index=True)
@@ -138,9 +136,7 @@ class DocumentRow(Base):
 # Hydration of a result page: live documents by key, without their embeddings.
 _BY_KEYS = select(
     *(c.label("meta") if c.name == "metadata" else c for c in DocumentRow.__table__.c if c.name != "embedding")
-).where(
-    DocumentRow.key.in_(bindparam("keys", expanding=True)), DocumentRow.deleted.is_(False)
-)
+).where(DocumentRow.key.in_(bindparam("keys", expanding=True)), DocumentRow.deleted.is_(False))
 
 
 class CounterRow(Base):
@@ -177,7 +173,15 @@ class StoreStats:
     last_seq: int
 
 
-def _to_document(row: DocumentRow, with_embedding: bool = True) -> StoredDocument:
+def _sequence(session: Session) -> int:
+    """The sequence counter's value (its row is made with the schema)."""
+    value = session.scalar(select(CounterRow.value).where(CounterRow.name == SEQUENCE))
+    assert value is not None, "the sequence counter row is missing"
+    return int(value)
+
+
+def _to_document(row: DocumentRow | Row[Any], with_embedding: bool = True) -> StoredDocument:
+    """From an ORM row or a Core row of the same columns (``_BY_KEYS``: no embedding)."""
     return StoredDocument(
         key=row.key,
         id=row.id,
@@ -239,10 +243,11 @@ class WriteBatch:
         created_at: datetime | None,
     ) -> int:
         now = utcnow()
+        seq = self._next_seq()
         values = dict(
             version=version,
             deleted=False,
-            seq=self._next_seq(),
+            seq=seq,
             title=doc.title,
             text=doc.text,
             meta=doc.metadata,
@@ -254,14 +259,15 @@ class WriteBatch:
             encoder=encoder,
         )
         self._put(doc.id, values)
-        return values["seq"]
+        return seq
 
     def delete(self, doc_id: str, version: int) -> int:
         """A tombstone: keeps id, version and sequence; erases content and embedding."""
+        seq = self._next_seq()
         values = dict(
             version=version,
             deleted=True,
-            seq=self._next_seq(),
+            seq=seq,
             title=None,
             text=None,
             meta=None,
@@ -273,7 +279,7 @@ class WriteBatch:
             encoder=None,
         )
         self._put(doc_id, values)
-        return values["seq"]
+        return seq
 
     def _put(self, doc_id: str, values: dict[str, Any]) -> None:
         self._pending.pop(doc_id, None)  # a later write of the same id wins, in sequence order
@@ -285,9 +291,7 @@ class WriteBatch:
         unknown = [doc_id for doc_id in self._pending if doc_id not in self._keys]
         if unknown:  # the writer looks every id up through states(); others are found here
             self._keys.update(dict.fromkeys(unknown))
-            rows = self._session.execute(
-                select(DocumentRow.id, DocumentRow.key).where(DocumentRow.id.in_(unknown))
-            )
+            rows = self._session.execute(select(DocumentRow.id, DocumentRow.key).where(DocumentRow.id.in_(unknown)))
             self._keys.update({doc_id: key for doc_id, key in rows})
         updates = [{"key": self._keys[i], **v} for i, v in self._pending.items() if self._keys[i] is not None]
         inserts = [{"id": i, **v} for i, v in self._pending.items() if self._keys[i] is None]
@@ -342,7 +346,8 @@ class Store:
         except BaseException:
             self.engine.dispose()
             raise
-        self._page_reader = _SqlitePageReader(self.engine.url.database) if _is_sqlite_file(self.engine) else None
+        database = self.engine.url.database
+        self._page_reader = _SqlitePageReader(database) if database and _is_sqlite_file(self.engine) else None
 
     @property
     def dialect(self) -> str:
@@ -359,7 +364,9 @@ class Store:
         several services apart, and a re-created database from its previous life."""
         if self._store_id is None:
             with Session(self.engine) as session:
-                self._store_id = session.get(MetaRow, "store_id").value
+                row = session.get(MetaRow, "store_id")
+                assert row is not None, "the store_id row is missing"  # written when the store is made
+                self._store_id = row.value
         return self._store_id
 
     @contextmanager
@@ -369,16 +376,11 @@ class Store:
         try:
             with Session(self.engine) as session, session.begin():
                 # Touching the counter row first takes SQLite's write lock / PostgreSQL's row lock.
-                session.execute(
-                    update(CounterRow).where(CounterRow.name == SEQUENCE).values(value=CounterRow.value)
-                )
-                first = session.scalar(select(CounterRow.value).where(CounterRow.name == SEQUENCE))
-                batch = WriteBatch(session, int(first))
+                session.execute(update(CounterRow).where(CounterRow.name == SEQUENCE).values(value=CounterRow.value))
+                batch = WriteBatch(session, _sequence(session))
                 yield batch
                 batch.flush()
-                session.execute(
-                    update(CounterRow).where(CounterRow.name == SEQUENCE).values(value=batch.last_seq)
-                )
+                session.execute(update(CounterRow).where(CounterRow.name == SEQUENCE).values(value=batch.last_seq))
         except Exception as exc:
             if _refused(exc) and not isinstance(exc, WriteRefused):
                 cause = exc.orig if isinstance(exc, StatementError) and exc.orig is not None else exc
@@ -400,9 +402,7 @@ class Store:
     def get(self, doc_id: str) -> StoredDocument | None:
         """The live document with this id (tombstones read as absent)."""
         with Session(self.engine) as session:
-            row = session.scalar(
-                select(DocumentRow).where(DocumentRow.id == doc_id, DocumentRow.deleted.is_(False))
-            )
+            row = session.scalar(select(DocumentRow).where(DocumentRow.id == doc_id, DocumentRow.deleted.is_(False)))
             return _to_document(row, with_embedding=False) if row else None
 
     def get_by_keys(self, keys: Sequence[int]) -> dict[int, StoredDocument]:
@@ -477,18 +477,14 @@ class Store:
 
     def last_seq(self) -> int:
         with Session(self.engine) as session:
-            return int(session.scalar(select(CounterRow.value).where(CounterRow.name == SEQUENCE)))
+            return _sequence(session)
 
     def stats(self) -> StoreStats:
         with Session(self.engine) as session:
             counts = dict(
-                session.execute(
-                    select(DocumentRow.deleted, func.count()).group_by(DocumentRow.deleted)
-                ).all()
+                session.execute(select(DocumentRow.deleted, func.count()).group_by(DocumentRow.deleted)).all()
             )
-        return StoreStats(
-            live=int(counts.get(False, 0)), deleted=int(counts.get(True, 0)), last_seq=self.last_seq()
-        )
+        return StoreStats(live=int(counts.get(False, 0)), deleted=int(counts.get(True, 0)), last_seq=self.last_seq())
 
     def encoders_in_use(self) -> dict[str, int]:
         """How many live documents carry an embedding from each encoder fingerprint."""
@@ -717,7 +713,7 @@ class _SqlitePageReader:
 
 
 def _utc(stored: str | None) -> datetime | None:
-    return datetime.fromisoformat(stored).replace(tzinfo=timezone.utc) if stored else None
+    return datetime.fromisoformat(stored).replace(tzinfo=UTC) if stored else None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from functools import lru_cache
+from typing import Any
 
 import tantivy
 
@@ -20,7 +21,7 @@ HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 
 
 @lru_cache(maxsize=1)
-def _jieba():
+def _jieba() -> Any:  # the module (untyped)
     import jieba
 
     jieba.setLogLevel(logging.WARNING)

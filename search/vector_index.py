@@ -59,9 +59,7 @@ class VectorIndex:
         self.layout_changed = False  # the saved index was built from another factory string
         self.index: faiss.Index = self._flat()
         self._lock = threading.RLock()
-        self._use_gpu = settings.use_gpu == "always" or (
-            settings.use_gpu == "auto" and gpu_available()
-        )
+        self._use_gpu = settings.use_gpu == "always" or (settings.use_gpu == "auto" and gpu_available())
         if settings.use_gpu == "always" and not gpu_available():
             raise RuntimeError("index.use_gpu is 'always' but faiss sees no GPU (is faiss-gpu installed?)")
         self._gpu_resources = faiss.StandardGpuResources() if self._use_gpu else None
@@ -107,7 +105,7 @@ class VectorIndex:
         if len(keys) == 0:
             return
         with self._lock:
-            self.index.remove_ids(keys)
+            self.index.remove_ids(keys)  # type: ignore[arg-type]  # faiss's wrapper takes ids; its stub only IDSelector
             self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), keys)
             self._gpu_index = None
 
@@ -116,7 +114,7 @@ class VectorIndex:
         if len(keys) == 0:
             return
         with self._lock:
-            self.index.remove_ids(keys)
+            self.index.remove_ids(keys)  # type: ignore[arg-type]  # faiss's wrapper takes ids; its stub only IDSelector
             self._gpu_index = None
 
     def rebuild(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
@@ -131,9 +129,7 @@ class VectorIndex:
         n = len(keys)
         if self.trainable(n):
             nlist = self.nlist_for(n)
-            index = faiss.index_factory(
-                dim, self.settings.factory.format(nlist=nlist), faiss.METRIC_INNER_PRODUCT
-            )
+            index = faiss.index_factory(dim, self.settings.factory.format(nlist=nlist), faiss.METRIC_INNER_PRODUCT)
             ivf = faiss.try_extract_index_ivf(index)
             if ivf is not None:  # FAISS warns below 39 points a list; nlist_for keeps the configured minimum
                 ivf.cp.min_points_per_centroid = self.settings.train_points_per_list
@@ -173,9 +169,10 @@ class VectorIndex:
                 selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
             if self.trained_size:
                 probes = min(nprobe or self.default_nprobe(), self.nlist)
-                params = faiss.SearchParametersIVF(nprobe=probes, sel=selector)
+                # faiss's Python layer sets keyword arguments as fields; its stubs take none.
+                params: faiss.SearchParameters = faiss.SearchParametersIVF(nprobe=probes, sel=selector)  # type: ignore[call-arg]
             else:
-                params = faiss.SearchParameters(sel=selector)
+                params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
             # A filtered search stays on the CPU: GPU indexes take no id selector.
             index = self.index if selector is not None else self._search_index()
             return index.search(queries, k, params=params)
@@ -183,15 +180,15 @@ class VectorIndex:
     def reconstruct(self, keys: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Stored vectors ``[n, d]`` for ``keys`` and a mask of the keys found (zero rows for
         keys the index lacks: a document written to the store but not yet indexed)."""
-        keys = np.ascontiguousarray(keys, dtype=np.int64)
+        ids = np.ascontiguousarray(keys, dtype=np.int64)
         dim = self.fingerprint.dimension
         with self._lock:
             try:
-                return self.index.reconstruct_batch(keys), np.ones(len(keys), dtype=bool)
+                return self.index.reconstruct_batch(ids), np.ones(len(ids), dtype=bool)
             except RuntimeError:  # some key is missing: fall back to one at a time
-                vectors = np.zeros((len(keys), dim), dtype=np.float32)
-                found = np.zeros(len(keys), dtype=bool)
-                for i, key in enumerate(keys):
+                vectors = np.zeros((len(ids), dim), dtype=np.float32)
+                found = np.zeros(len(ids), dtype=bool)
+                for i, key in enumerate(ids):
                     try:
                         vectors[i] = self.index.reconstruct(int(key))
                         found[i] = True
@@ -203,6 +200,7 @@ class VectorIndex:
         if not self._use_gpu or not self.trained_size:
             return self.index  # exact search on small collections stays on the CPU
         if self._gpu_index is None:
+            assert self._gpu_resources is not None  # made with _use_gpu
             self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self.index)
         return self._gpu_index
 
@@ -225,7 +223,7 @@ class VectorIndex:
             atomic_write_text(directory / MANIFEST_FILE, json.dumps(manifest))
 
     @classmethod
-    def load(cls, directory: Path, settings: IndexSettings, fingerprint: Fingerprint) -> "VectorIndex":
+    def load(cls, directory: Path, settings: IndexSettings, fingerprint: Fingerprint) -> VectorIndex:
         """The saved index when there is one (checked against ``fingerprint``), else an empty one."""
         vectors = cls(settings, fingerprint)
         manifest_path = Path(directory) / MANIFEST_FILE
@@ -258,7 +256,9 @@ def _hash_direct_map(index: faiss.Index) -> None:
     updates. FAISS cannot remove through it from fast-scan lists (codes packed in SIMD
     blocks, "PQ...x4fs"): those are scanned for the ids instead."""
     ivf = faiss.try_extract_index_ivf(index)
-    if ivf is None or isinstance(faiss.downcast_InvertedLists(ivf.invlists), faiss.BlockInvertedLists):
+    # faiss's stubs lack BlockInvertedLists and DirectMap, and give an IVF index's lists as optional.
+    lists = faiss.downcast_InvertedLists(ivf.invlists) if ivf is not None else None  # type: ignore[arg-type]
+    if ivf is None or isinstance(lists, faiss.BlockInvertedLists):  # type: ignore[attr-defined]
         return
-    if ivf.direct_map.type != faiss.DirectMap.Hashtable:
-        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+    if ivf.direct_map.type != faiss.DirectMap.Hashtable:  # type: ignore[attr-defined]
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]

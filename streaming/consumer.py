@@ -10,6 +10,7 @@ turn every redelivered or reordered event into a no-op.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -17,10 +18,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata
 from kafka.admin import NewTopic
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import TopicPartition
 
@@ -256,10 +258,10 @@ class DocumentConsumer:
 
     # -- one micro-batch --------------------------------------------------------------------
 
-    def poll_batch(self) -> list:
+    def poll_batch(self) -> list[ConsumerRecord]:
         """Up to max_batch records, or what arrived within max_wait_ms of the first."""
         assert self._consumer is not None
-        records: list = []
+        records: list[ConsumerRecord] = []
         deadline: float | None = None
         while len(records) < self.kafka.max_batch and not self._stop.is_set():
             remaining_ms = 500 if deadline is None else int(max(0.0, deadline - time.monotonic()) * 1000)
@@ -282,11 +284,13 @@ class DocumentConsumer:
         if not records:
             return False
         started = time.perf_counter()
-        events: list[tuple[object, DocumentEvent]] = []
-        dead: list[tuple[object, str]] = []
+        events: list[tuple[ConsumerRecord, DocumentEvent]] = []
+        dead: list[tuple[ConsumerRecord, str]] = []
         for record in records:
             try:
-                event = parse_event(record.key, record.value, self.kafka.max_event_bytes, self.settings.ingest.max_text_chars)
+                event = parse_event(
+                    record.key, record.value, self.kafka.max_event_bytes, self.settings.ingest.max_text_chars
+                )
             except BadEvent as exc:
                 dead.append((record, str(exc)))
                 continue
@@ -305,10 +309,10 @@ class DocumentConsumer:
         self._commit(records)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.status.batches += 1
-        self.status.last_batch_at = datetime.now(timezone.utc)
+        self.status.last_batch_at = datetime.now(UTC)
         return True
 
-    def _dead_letter(self, dead: list[tuple[object, str]]) -> None:
+    def _dead_letter(self, dead: list[tuple[ConsumerRecord, str]]) -> None:
         assert self._producer is not None
         for record, reason in dead:
             payload = record.value.decode("utf-8", "replace") if record.value is not None else None
@@ -322,11 +326,13 @@ class DocumentConsumer:
                 "group": self.kafka.group_id,
             }
             self._producer.send(self.kafka.dead_letter_topic, key=record.key, value=json.dumps(letter).encode())
-            log.warning("event dead-lettered", extra={"offset": record.offset, "partition": record.partition, "reason": reason})
+            log.warning(
+                "event dead-lettered", extra={"offset": record.offset, "partition": record.partition, "reason": reason}
+            )
         self._producer.flush()  # acknowledged before the offsets move past them
         self.metrics.events.labels("dead_lettered").inc(len(dead))
 
-    def _commit(self, records: list) -> None:
+    def _commit(self, records: list[ConsumerRecord]) -> None:
         assert self._consumer is not None
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         for record in records:
@@ -355,7 +361,5 @@ class DocumentConsumer:
 
 
 def _close_quietly(close: Callable[..., object], **kwargs: object) -> None:
-    try:
+    with contextlib.suppress(Exception):  # closing a client of a dead broker may fail; it is gone anyway
         close(**kwargs)
-    except Exception:  # closing a client of a dead broker may fail; it is gone anyway
-        pass

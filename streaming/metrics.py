@@ -20,7 +20,9 @@ class StreamMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=self.registry,
         )
-        self.lag = Gauge("dss_consumer_lag", "Records behind the end of each partition.", ["partition"], registry=self.registry)
+        self.lag = Gauge(
+            "dss_consumer_lag", "Records behind the end of each partition.", ["partition"], registry=self.registry
+        )
         self.restarts = Counter(
             "dss_consumer_restarts_total",
             "Kafka clients replaced because records waited on the broker and none arrived.",

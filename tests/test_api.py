@@ -11,11 +11,11 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import faiss
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import given, strategies as st
+from hypothesis import given
 from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from api.app import create_app, prepare_serving_process
@@ -59,7 +59,7 @@ def test_auth_roles(app_env) -> None:
 def test_revoked_key_is_refused(app_env, tmp_path: Path) -> None:
     client, _, collection = app_env
     store = KeyStore(collection.settings.data_dir)
-    secret, record = store.create(Role.reader, "temp")
+    secret, _record = store.create(Role.reader, "temp")
     assert client.get("/search", params={"q": "x"}, headers={"X-API-Key": secret}).status_code == 200
     time.sleep(0.01)
     assert store.revoke("temp")
@@ -92,8 +92,11 @@ def test_search_get_and_post_with_explain(app_env) -> None:
 
 def test_per_request_ranking_weights(app_env) -> None:
     client, keys, _ = app_env
+
     def search(**body):
-        response = client.post("/search", json={"q": "battery life", "k": 5, "explain": True, **body}, headers=keys["reader"])
+        response = client.post(
+            "/search", json={"q": "battery life", "k": 5, "explain": True, **body}, headers=keys["reader"]
+        )
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -118,6 +121,7 @@ def test_pagination_is_consistent(app_env) -> None:
 
 def test_filters(app_env) -> None:
     client, keys, _ = app_env
+
     def ids(**params):
         response = client.get("/search", params={"q": "new technology", "k": 50, **params}, headers=keys["reader"])
         assert response.status_code == 200, response.text
@@ -153,8 +157,12 @@ def test_filters(app_env) -> None:
         {"method": "GET", "url": "/search", "params": {"q": "x", "updated_after": "yesterday"}},
         {"method": "POST", "url": "/search", "json": {"q": "x", "unknown": 1}},
         {"method": "POST", "url": "/search", "json": {"q": "x", "filters": {"metadata": {"a": [1]}}}},
-        {"method": "POST", "url": "/search", "content": b'{"q": "x", "filters": {"metadata": {"a": NaN}}}',
-         "headers": {"content-type": "application/json"}},
+        {
+            "method": "POST",
+            "url": "/search",
+            "content": b'{"q": "x", "filters": {"metadata": {"a": NaN}}}',
+            "headers": {"content-type": "application/json"},
+        },
         {"method": "GET", "url": "/search", "params": {"q": "x", "meta": "a=Infinity"}},
         {"method": "POST", "url": "/search", "content": b"{not json", "headers": {"content-type": "application/json"}},
         {"method": "POST", "url": "/documents", "json": {"documents": []}},
@@ -187,10 +195,18 @@ def test_oversized_body_is_refused(tmp_path: Path) -> None:
 def test_document_writes_versions_and_get(app_env) -> None:
     client, keys, _ = app_env
     w = keys["writer"]
-    first = client.post("/documents", json={"documents": [{"id": "v", "text": "glider wings", "version": 3}]}, headers=w)
+    first = client.post(
+        "/documents", json={"documents": [{"id": "v", "text": "glider wings", "version": 3}]}, headers=w
+    )
     assert first.json()["applied"] == 1
-    stale = client.post("/documents", json={"documents": [{"id": "v", "text": "older", "version": 2}]}, headers=w).json()
-    assert stale["stale"] == 1 and stale["results"][0]["outcome"] == "stale" and "not newer" in stale["results"][0]["reason"]
+    stale = client.post(
+        "/documents", json={"documents": [{"id": "v", "text": "older", "version": 2}]}, headers=w
+    ).json()
+    assert (
+        stale["stale"] == 1
+        and stale["results"][0]["outcome"] == "stale"
+        and "not newer" in stale["results"][0]["reason"]
+    )
     doc = client.get("/documents/v", headers=keys["reader"]).json()
     assert (doc["text"], doc["version"]) == ("glider wings", 3)
     assert client.get("/documents/absent", headers=keys["reader"]).status_code == 404
@@ -201,9 +217,15 @@ def test_document_writes_versions_and_get(app_env) -> None:
 def test_delete_erases_everywhere(app_env) -> None:
     client, keys, collection = app_env
     secret_text = "zanzibarite quokka ledger of private notes"
-    client.post("/documents", json={"documents": [{"id": "gdpr", "title": "Private", "text": secret_text}]}, headers=keys["writer"])
+    client.post(
+        "/documents",
+        json={"documents": [{"id": "gdpr", "title": "Private", "text": secret_text}]},
+        headers=keys["writer"],
+    )
     key = collection.store.get("gdpr").key
-    assert client.get("/search", params={"q": "zanzibarite quokka", "mode": "lexical"}, headers=keys["reader"]).json()["hits"]
+    assert client.get("/search", params={"q": "zanzibarite quokka", "mode": "lexical"}, headers=keys["reader"]).json()[
+        "hits"
+    ]
 
     erased = client.delete("/documents/gdpr", headers=keys["writer"])
     assert erased.status_code == 200 and erased.json()["applied"] == 1
@@ -223,7 +245,9 @@ def test_delete_erases_everywhere(app_env) -> None:
     # Lexical index and every search mode.
     assert collection.lexical.search("zanzibarite quokka", 10) == []
     for mode in ("dense", "lexical", "hybrid"):
-        hits = client.get("/search", params={"q": secret_text, "mode": mode, "k": 100}, headers=keys["reader"]).json()["hits"]
+        hits = client.get("/search", params={"q": secret_text, "mode": mode, "k": 100}, headers=keys["reader"]).json()[
+            "hits"
+        ]
         assert "gdpr" not in [h["id"] for h in hits]
     # Files on disk no longer hold the text.
     for path in collection.settings.data_dir.rglob("*"):
@@ -232,7 +256,7 @@ def test_delete_erases_everywhere(app_env) -> None:
 
 
 def test_reindex_job(app_env) -> None:
-    client, keys, collection = app_env
+    client, keys, _collection = app_env
     started = client.post("/admin/reindex", headers=keys["admin"])
     assert started.status_code == 202
     job_id = started.json()["id"]
@@ -285,8 +309,29 @@ _VALID = {  # values the models take, for each parameter
     "Q": st.text(max_size=5),
 }
 _ANY = st.one_of(  # and values it may refuse
-    st.sampled_from(["", " ", "-1", "101", "1.5", "nan", "inf", "maybe", "sparse", "dense\n", "DENSE", "novalue",
-                     "=1", "a=NaN", "a=Infinity", "a=1e400", "2024-13-01", "0001-01-01T00:00:00", "yesterday"]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "-1",
+            "101",
+            "1.5",
+            "nan",
+            "inf",
+            "maybe",
+            "sparse",
+            "dense\n",
+            "DENSE",
+            "novalue",
+            "=1",
+            "a=NaN",
+            "a=Infinity",
+            "a=1e400",
+            "2024-13-01",
+            "0001-01-01T00:00:00",
+            "yesterday",
+        ]
+    ),
     st.integers(-3, 100_001).map(str),
     st.floats(allow_nan=True).map(str),
     st.text(max_size=12),
@@ -294,7 +339,9 @@ _ANY = st.one_of(  # and values it may refuse
 _PAIR = st.sampled_from(sorted(_VALID)).flatmap(
     lambda name: st.tuples(st.just(name), st.integers(0, 5).flatmap(lambda i: _ANY if i == 0 else _VALID[name]))
 )
-_QUERY = st.lists(_PAIR, max_size=7).map(lambda pairs: urlencode(pairs if len(pairs) == 1 else [("q", "phone"), *pairs]))
+_QUERY = st.lists(_PAIR, max_size=7).map(
+    lambda pairs: urlencode(pairs if len(pairs) == 1 else [("q", "phone"), *pairs])
+)
 
 
 def test_the_front_answers_every_get_search_as_the_route_would(tmp_path: Path, monkeypatch) -> None:
@@ -347,6 +394,7 @@ def test_the_front_answers_every_get_search_as_the_route_would(tmp_path: Path, m
     assert min(answered.values()) >= 25, answered  # both kinds of query string were generated
 
 
+@pytest.mark.integration  # asserts on the Redis server on 127.0.0.1:6379
 def test_request_ids_and_metrics(app_env) -> None:
     client, keys, collection = app_env
     given = client.get("/health", headers={"X-Request-ID": "abc-123"})
@@ -373,6 +421,7 @@ def test_request_ids_and_metrics(app_env) -> None:
     assert "dss_reindex_jobs" in metrics
 
 
+@pytest.mark.integration  # asserts on the Redis server on 127.0.0.1:6379
 def test_ready_reports_checks(app_env) -> None:
     client, _, _ = app_env
     body = client.get("/ready").json()
@@ -416,7 +465,9 @@ def test_serving_process_freezes_start_up_objects_and_shortens_the_gil_interval(
 def test_values_a_store_cannot_hold_are_refused_on_either_store(tmp_path: Path, store_url: str, monkeypatch) -> None:
     """NUL characters, NaN, integers past 64 bits, dates that leave the calendar in UTC: each
     is a 422 naming the field, the same on SQLite as on PostgreSQL (which had answered 500)."""
-    settings = load_settings(data_dir=tmp_path / "data", store={"url": store_url}, api={"auth": False}, cache={"redis_url": None})
+    settings = load_settings(
+        data_dir=tmp_path / "data", store={"url": store_url}, api={"auth": False}, cache={"redis_url": None}
+    )
     collection = open_collection(settings, encoder=HashEncoder())
     refused_documents = [
         ({"id": "a", "text": "before\x00after"}, "text", "NUL"),
@@ -432,13 +483,20 @@ def test_values_a_store_cannot_hold_are_refused_on_either_store(tmp_path: Path, 
             response = client.post("/documents", json={"documents": [doc]})
             assert response.status_code == 422, (doc, response.text)
             assert f"documents.0.{field}" in response.json()["error"] and reason in response.json()["error"]
-        nan = client.post("/documents", content=b'{"documents": [{"id": "a", "metadata": {"x": NaN}}]}',
-                          headers={"content-type": "application/json"})
+        nan = client.post(
+            "/documents",
+            content=b'{"documents": [{"id": "a", "metadata": {"x": NaN}}]}',
+            headers={"content-type": "application/json"},
+        )
         assert nan.status_code == 422 and "NaN" in nan.json()["error"]
         assert collection.store.stats().live == 0
 
         # What is just inside the limits is stored, and ids may hold slashes (paths, URLs).
-        inside = {"id": "docs/guide.md", "text": "gliders", "metadata": {"n": 2**63 - 1, "deep": json.loads("[" * 31 + "]" * 31)}}
+        inside = {
+            "id": "docs/guide.md",
+            "text": "gliders",
+            "metadata": {"n": 2**63 - 1, "deep": json.loads("[" * 31 + "]" * 31)},
+        }
         assert client.post("/documents", json={"documents": [inside]}).json()["applied"] == 1
         assert client.get("/documents/docs/guide.md").json()["metadata"]["n"] == 2**63 - 1
         assert client.get("/documents/docs%2Fguide.md").status_code == 200
@@ -446,12 +504,16 @@ def test_values_a_store_cannot_hold_are_refused_on_either_store(tmp_path: Path, 
         for params in ({"updated_after": "9999-12-31T23:00:00-05:00"}, {"category": "c\x00"}, {"meta": "k\x00=1"}):
             response = client.get("/search", params={"q": "gliders", **params})
             assert response.status_code == 422 and response.json()["error"], (params, response.text)
-        assert client.get("/search", params={"q": "gliders", "mode": "lexical"}).json()["hits"][0]["id"] == "docs/guide.md"
+        assert (
+            client.get("/search", params={"q": "gliders", "mode": "lexical"}).json()["hits"][0]["id"] == "docs/guide.md"
+        )
         assert client.delete("/documents/x%00y").status_code == 404
         assert client.delete("/documents/docs/guide.md").json()["applied"] == 1
         assert client.get("/documents/docs/guide.md").status_code == 404
         # What the database might still refuse: a 422, nothing written.
         refuse_writes_of(monkeypatch, collection, None, "the store refused it: DataError: value out of range")
         response = client.post("/documents", json={"documents": [{"id": "b", "text": "fine"}]})
-        assert response.status_code == 422 and response.json()["error"].startswith("nothing was written: the store refused it")
+        assert response.status_code == 422 and response.json()["error"].startswith(
+            "nothing was written: the store refused it"
+        )
     collection.close()

@@ -15,6 +15,8 @@ from indexer.ingest import ingest
 from search.config import load_settings
 from tests.conftest import SAMPLE, HashEncoder
 
+pytestmark = pytest.mark.integration  # a long schemathesis run against the app
+
 DATA = Path(__import__("tempfile").mkdtemp(prefix="dss-fuzz-"))
 SETTINGS = load_settings(data_dir=DATA, api={"max_body_bytes": 200_000})
 COLLECTION = open_collection(SETTINGS, encoder=HashEncoder())
@@ -36,6 +38,8 @@ def _close_collection():
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_server_errors(case: schemathesis.Case) -> None:
     response = case.call(headers={"X-API-Key": ADMIN_KEY})
-    assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:500]}"
+    assert response.status_code < 500, (
+        f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:500]}"
+    )
     if response.status_code >= 400:
         assert "error" in response.json()

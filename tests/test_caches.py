@@ -8,18 +8,19 @@ import subprocess
 import threading
 import time
 from concurrent.futures import Future
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from indexer.collection import open_collection
+from search.attributes import DocumentAttributes
 from search.caches import MemoryLevel, RedisLevel, SqliteLevel, TieredCache
 from search.config import load_settings
 from search.documents import DocumentWrite
 from search.encoders.batching import MicroBatchingEncoder
 from search.engine import Hit, SearchResult
-from search.attributes import DocumentAttributes
 from search.query_cache import CachedQueryEncoder, ResultCache, _decode, _encode
 from search.query_path import QueryPath
 from search.request import SearchRequest, normalise_query
@@ -136,6 +137,7 @@ def test_the_writer_lets_a_batch_gather(tmp_path: Path) -> None:
     tiered.close()
 
 
+@pytest.mark.integration  # a redis-server of its own
 def test_keys_looked_up_together_cost_one_call_per_level(tmp_path: Path) -> None:
     port = _free_port()
     server = _start_redis(port)
@@ -202,6 +204,7 @@ def test_embedding_cache_keeps_query_setups_apart(tmp_path: Path) -> None:
     assert int8.calls == [1]  # encoded by its own model, not served the other's vector
 
 
+@pytest.mark.integration  # the Redis server on 127.0.0.1:6379
 def test_a_write_is_never_hidden_by_a_cached_page(tmp_path: Path, minilm) -> None:
     settings = load_settings(data_dir=tmp_path / "data")  # real Redis on 127.0.0.1:6379, SQLite, memory
     with open_collection(settings, encoder=minilm) as collection:
@@ -220,10 +223,11 @@ def test_a_write_is_never_hidden_by_a_cached_page(tmp_path: Path, minilm) -> Non
         collection.write([DocumentWrite(id="heat", op="delete")])
         after_delete, cached = results.search(collection.engine, SearchRequest("heat conduction", k=2))
         assert not cached and "heat" not in [h.id for h in after_delete.hits]
-        other_k, cached = results.search(collection.engine, SearchRequest("heat conduction", k=1))
+        _other_k, cached = results.search(collection.engine, SearchRequest("heat conduction", k=1))
         assert not cached  # k is part of the key
 
 
+@pytest.mark.integration  # a redis-server of its own
 def test_service_keeps_answering_while_redis_is_down_and_reconnects(tmp_path: Path, minilm) -> None:
     port = _free_port()
     server = _start_redis(port)
@@ -238,7 +242,8 @@ def test_service_keeps_answering_while_redis_is_down_and_reconnects(tmp_path: Pa
             assert collection.results.search(collection.engine, SearchRequest("swept wing", k=1))[1] is False
             assert collection.cache.flush()  # the page reaches Redis behind the request
             assert collection.results.search(collection.engine, SearchRequest("swept wing", k=1))[1] is True
-            server.terminate(); server.wait(10)
+            server.terminate()
+            server.wait(10)
 
             started = time.perf_counter()
             page, cached = collection.results.search(collection.engine, SearchRequest("heat slabs", k=1))
@@ -246,7 +251,10 @@ def test_service_keeps_answering_while_redis_is_down_and_reconnects(tmp_path: Pa
             assert time.perf_counter() - started < 5  # short socket timeouts: no long stall
             assert recorder.count("redis", "error") >= 1 and not redis_level.ping()
             for _ in range(5):  # while it is down, queries keep working (bypassed)
-                assert collection.results.search(collection.engine, SearchRequest("swept wing", k=1))[0].hits[0].id == "wing"
+                assert (
+                    collection.results.search(collection.engine, SearchRequest("swept wing", k=1))[0].hits[0].id
+                    == "wing"
+                )
 
             server = _start_redis(port)
             time.sleep(0.4)  # past the retry interval
@@ -258,7 +266,8 @@ def test_service_keeps_answering_while_redis_is_down_and_reconnects(tmp_path: Pa
 
             # Restarted while no lookup ran: the lookup's idle socket is dead, and one
             # reconnection answers (an empty Redis: a miss, not an outage).
-            server.terminate(); server.wait(10)
+            server.terminate()
+            server.wait(10)
             server = _start_redis(port)
             errors, misses = recorder.count("redis", "error"), recorder.count("redis", "miss")
             assert collection.results.search(collection.engine, SearchRequest("swept wing", k=1))[1] is False
@@ -277,8 +286,10 @@ def test_micro_batching_encodes_concurrent_queries_together(minilm) -> None:
     batcher = MicroBatchingEncoder(inner, max_batch=64, max_wait_ms=10)
     texts = [f"query number {i}" for i in range(32)]
     results: dict[int, np.ndarray] = {}
+
     def ask(i: int) -> None:
         results[i] = batcher.encode_queries([texts[i]])[0]
+
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(32)]
     for t in threads:
         t.start()
@@ -310,7 +321,9 @@ def test_async_encoding_batches_concurrent_queries_and_never_blocks_the_loop(tmp
             return super().encode_queries(texts)
 
     inner = Slow()
-    encoder = CachedQueryEncoder(MicroBatchingEncoder(inner, max_batch=8, max_wait_ms=0), TieredCache([MemoryLevel(100, 60)]), 60)
+    encoder = CachedQueryEncoder(
+        MicroBatchingEncoder(inner, max_batch=8, max_wait_ms=0), TieredCache([MemoryLevel(100, 60)]), 60
+    )
     texts = [f"query number {i}" for i in range(16)]
 
     async def main() -> tuple[list[np.ndarray], int]:
@@ -356,7 +369,9 @@ def test_async_search_matches_the_blocking_one(tmp_path: Path, minilm) -> None:
         for mode in ("default", "dense", "lexical", "hybrid"):
             blocking = engine.search(SearchRequest("heat conduction", k=2, mode=mode))
             awaited = asyncio.run(engine.search_async(SearchRequest("heat conduction", k=2, mode=mode)))
-            assert [(h.id, round(h.score, 5)) for h in awaited.hits] == [(h.id, round(h.score, 5)) for h in blocking.hits]
+            assert [(h.id, round(h.score, 5)) for h in awaited.hits] == [
+                (h.id, round(h.score, 5)) for h in blocking.hits
+            ]
             assert ("encode" in awaited.timings_ms) == (mode != "lexical")
         embeddings = collection.indexes.embeddings
         first, cached = asyncio.run(results.search_async(engine, SearchRequest("swept wing", k=1), embeddings))
@@ -400,7 +415,9 @@ def test_async_search_retrieves_lexical_candidates_while_the_query_is_encoded(tm
             assert await asyncio.to_thread(lexical_started.wait, 5)  # before any embedding exists
             held[0].set_result(minilm.encode_queries(["heat conduction"]))
             awaited = await asyncio.wait_for(task, 10)
-            assert [(h.id, round(h.score, 5)) for h in awaited.hits] == [(h.id, round(h.score, 5)) for h in blocking.hits]
+            assert [(h.id, round(h.score, 5)) for h in awaited.hits] == [
+                (h.id, round(h.score, 5)) for h in blocking.hits
+            ]
             assert set(awaited.timings_ms) >= {"encode", "lexical", "vector", "rank", "hydrate"}
 
             cancelled = asyncio.create_task(engine.search_async(SearchRequest("swept wing", k=1)))
@@ -423,11 +440,13 @@ def test_async_search_retrieves_lexical_candidates_while_the_query_is_encoded(tm
 
 
 def test_cached_pages_round_trip_numpy_numbers_and_times() -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    when = datetime(2026, 11, 24, 9, 30, tzinfo=timezone.utc)
+    when = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
     hit = Hit("a", np.float32(0.5), "T", "s", "news", when, {"n": 1}, {"dense": np.float64(0.25)})
-    page = SearchResult("q", "dynamic", [hit], {"rank": 0.1}, {"dense": np.float64(0.7)}, {"freshness": 0.0}, {"terms": 2})
+    page = SearchResult(
+        "q", "dynamic", [hit], {"rank": 0.1}, {"dense": np.float64(0.7)}, {"freshness": 0.0}, {"terms": 2}
+    )
     back = _decode(_encode(page))
     assert back.hits[0].updated_at == when and back.hits[0].score == 0.5
     assert back.weights == {"dense": 0.7} and type(back.weights["dense"]) is float
@@ -488,7 +507,13 @@ def test_micro_batch_max_1_still_encodes_on_the_batchers_thread(tmp_path: Path) 
     settings = load_settings(data_dir=tmp_path, encoder={"micro_batch_max": 1})
     encoder = Recording(delay_s=0.05)
     engine, embeddings = QueryPath().engine(
-        settings, None, encoder, None, None, DocumentAttributes(encoder.dimension), "g0"  # type: ignore[arg-type]
+        settings,
+        None,
+        encoder,
+        None,
+        None,
+        DocumentAttributes(encoder.dimension),
+        "g0",  # type: ignore[arg-type]
     )
     assert embeddings is None
     started = time.perf_counter()
@@ -512,4 +537,6 @@ def test_the_result_cache_looks_up_a_page_and_its_querys_embedding_together(tmp_
         embeddings.inner.submit_queries = lambda texts: encoded.extend(texts) or inner(texts)
         page, cached = asyncio.run(results.search_async(engine, SearchRequest("propeller noise", k=1), embeddings))
         assert not cached and encoded == [] and page.hits
-        assert lookups == [[results.key(engine, SearchRequest("propeller noise", k=1)), embeddings.key("propeller noise")]]
+        assert lookups == [
+            [results.key(engine, SearchRequest("propeller noise", k=1)), embeddings.key("propeller noise")]
+        ]

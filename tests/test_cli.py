@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from api.cli import app
@@ -17,6 +18,7 @@ def _run(*args: str):
     return result
 
 
+@pytest.mark.integration  # the real MiniLM model, through the CLI
 def test_ingest_search_stats_on_the_sample(tmp_path: Path) -> None:
     data = str(tmp_path / "data")
     first = _run("ingest", str(SAMPLE), "--data-dir", data)
@@ -43,6 +45,7 @@ def test_ingest_search_stats_on_the_sample(tmp_path: Path) -> None:
     assert bad_mode.exit_code == 2 and "mode must be one of" in bad_mode.output
 
 
+@pytest.mark.integration  # the real MiniLM model, through the CLI
 def test_ingest_reports_bad_lines(tmp_path: Path) -> None:
     source = tmp_path / "docs.jsonl"
     source.write_text('{"id": "a", "text": "fine"}\n{broken\n{"id": "b", "text": "also fine"}\n')
@@ -60,6 +63,7 @@ def test_missing_input_and_bad_config_exit_2(tmp_path: Path, monkeypatch) -> Non
     assert bad.exit_code == 2 and "index.nprobe" in bad.output
 
 
+@pytest.mark.integration  # the real MiniLM model, through the CLI
 def test_eval_json_on_a_small_beir_collection(tmp_path: Path) -> None:
     beir = tmp_path / "mini"
     (beir / "qrels").mkdir(parents=True)

@@ -59,9 +59,7 @@ def test_bad_yaml_names_the_key(tmp_path: Path, yaml_text: str, named: str) -> N
         ("DSS_SEARCH__CANDIDATES", "-5", "search.candidates"),
     ],
 )
-def test_bad_environment_names_the_variable(
-    monkeypatch: pytest.MonkeyPatch, name: str, value: str, named: str
-) -> None:
+def test_bad_environment_names_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str, named: str) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=named):
         load_settings()

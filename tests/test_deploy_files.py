@@ -5,7 +5,6 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -22,7 +21,10 @@ def test_compose_parses_with_the_expected_services() -> None:
     assert COMPOSE["services"]["kafka"]["image"].startswith("apache/kafka")
     for name, service in COMPOSE["services"].items():
         assert "healthcheck" in service, name
-    assert "kafka-data" in COMPOSE["volumes"] and "kafka-data:/var/lib/kafka/data" in COMPOSE["services"]["kafka"]["volumes"]
+    assert (
+        "kafka-data" in COMPOSE["volumes"]
+        and "kafka-data:/var/lib/kafka/data" in COMPOSE["services"]["kafka"]["volumes"]
+    )
 
 
 @pytest.mark.parametrize("service", DSS_SERVICES)

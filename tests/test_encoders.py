@@ -130,7 +130,7 @@ def test_int8_queries_keep_the_fp32_documents_and_fingerprint(tmp_path, minilm) 
     documents = (encoder.encode_documents(texts) * minilm.encode_documents(texts)).sum(axis=1)
     queries = (encoder.encode_queries(texts) * minilm.encode_queries(texts)).sum(axis=1)
     assert documents.min() >= 0.9999, documents  # documents: the fp32 model
-    assert 0.98 <= queries.min() and queries.max() < 0.99999, queries  # queries: the int8 model
+    assert queries.min() >= 0.98 and queries.max() < 0.99999, queries  # queries: the int8 model
     assert encoder.fingerprint.pooling == "model"  # an fp32 index accepts it
     alone = np.stack([encoder.encode_queries([t])[0] for t in texts])
     np.testing.assert_array_equal(encoder.encode_queries(texts), alone)  # batch mates change nothing
@@ -198,15 +198,20 @@ def test_query_threads_give_queries_their_own_session_with_the_same_vectors(tmp_
     assert shared.query_session is shared.session
 
 
+@pytest.mark.integration  # exports and runs the real model on ONNX
 def test_a_query_encoded_alone_may_take_more_threads_and_gets_the_same_vector(tmp_path, caplog) -> None:
     texts = ["boundary layer transition on a swept wing", "最新的开源大模型", "heat " * 300]
-    forced = load_encoder(EncoderSettings(runtime="onnx", int8_queries=True, lone_query_threads=2, onnx_cache_dir=tmp_path))
+    forced = load_encoder(
+        EncoderSettings(runtime="onnx", int8_queries=True, lone_query_threads=2, onnx_cache_dir=tmp_path)
+    )
     assert forced.lone_threads.settled and forced.lone_threads.chosen == 2
     assert forced.lone_sessions[2] is not forced.query_session
     batch = forced.encode_queries(texts)  # a batch runs on the query threads
     for text, in_batch in zip(texts, batch):  # bit for bit: a vector never depends on the load
         np.testing.assert_array_equal(forced.encode_queries([text])[0], in_batch)
-    same = load_encoder(EncoderSettings(runtime="onnx", int8_queries=True, lone_query_threads=1, onnx_cache_dir=tmp_path))
+    same = load_encoder(
+        EncoderSettings(runtime="onnx", int8_queries=True, lone_query_threads=1, onnx_cache_dir=tmp_path)
+    )
     assert same.lone_sessions == {1: same.query_session}  # nothing extra loaded
     # auto: the first queries encoded alone take turns on 1, 2 and 4 threads (those the cores allow),
     # each with its warm-up and timed uses, then one is kept.
@@ -216,7 +221,9 @@ def test_a_query_encoded_alone_may_take_more_threads_and_gets_the_same_vector(tm
     assert choice.options == counts and not choice.settled
     with caplog.at_level("INFO", logger="search.encoders.onnx"):
         for i in range(len(counts) * (choice.warmup + choice.trials)):
-            np.testing.assert_array_equal(measured.encode_queries([texts[i % 2]]), forced.encode_queries([texts[i % 2]]))
+            np.testing.assert_array_equal(
+                measured.encode_queries([texts[i % 2]]), forced.encode_queries([texts[i % 2]])
+            )
     assert measured.lone_threads.settled
     [record] = [r for r in caplog.records if r.getMessage().startswith("threads for a query encoded alone")]
     assert set(record.ms_by_threads) == set(counts) and record.chosen == measured.lone_threads.chosen

@@ -3,7 +3,6 @@
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import numpy as np
 import pytest
 from sqlalchemy.exc import OperationalError
 
@@ -13,15 +12,17 @@ from indexer.reindex import rebuild
 from indexer.versioning import Outcome
 from search.config import Settings, load_settings
 from search.documents import DocumentWrite
+from search.request import SearchRequest
 from search.store import Store, WriteRefused
 from search.vector_index import EncoderMismatch
-from search.request import SearchRequest
 from tests.conftest import HashEncoder
 
 DOCS = [
     DocumentWrite(id="wing", title="Wing lift", text="lift of a swept wing in a propeller slipstream"),
     DocumentWrite(id="heat", title="Heat transfer", text="heat conduction in composite slabs"),
-    DocumentWrite(id="phone", title="New phone", text="the latest phone has a periscope camera", category="electronics"),
+    DocumentWrite(
+        id="phone", title="New phone", text="the latest phone has a periscope camera", category="electronics"
+    ),
 ]
 
 
@@ -87,7 +88,11 @@ def test_batch_is_applied_in_order(tmp_path: Path, hash_encoder: HashEncoder) ->
             ]
         )
         assert [r.outcome for r in report.results] == [
-            Outcome.APPLIED, Outcome.APPLIED, Outcome.STALE, Outcome.APPLIED, Outcome.APPLIED
+            Outcome.APPLIED,
+            Outcome.APPLIED,
+            Outcome.STALE,
+            Outcome.APPLIED,
+            Outcome.APPLIED,
         ]
         assert collection.store.get("a").text == "second"
         assert collection.store.get("b") is None
@@ -155,7 +160,10 @@ def test_encoder_change_is_refused_until_reindex(tmp_path: Path, hash_encoder: H
     assert current_generation(settings.data_dir).name == "g2"
     assert not (settings.data_dir / "indexes" / "g1").exists()
     with open_collection(settings, encoder=new_encoder) as collection:
-        assert collection.engine.search(SearchRequest("heat conduction composite slabs", mode="dense")).hits[0].id == "heat"
+        assert (
+            collection.engine.search(SearchRequest("heat conduction composite slabs", mode="dense")).hits[0].id
+            == "heat"
+        )
 
 
 def test_rebuild_with_same_encoder_does_not_encode(tmp_path: Path, hash_encoder: HashEncoder) -> None:
@@ -186,7 +194,9 @@ def test_collection_trains_ivf_once_large_enough(tmp_path: Path, hash_encoder: H
         assert collection.vectors.trained_size == 120 and collection.vectors.count == 119
 
 
-def test_index_saved_with_another_factory_is_rebuilt_without_encoding(tmp_path: Path, hash_encoder: HashEncoder) -> None:
+def test_index_saved_with_another_factory_is_rebuilt_without_encoding(
+    tmp_path: Path, hash_encoder: HashEncoder
+) -> None:
     """Changing index.factory (as the default did, Flat -> SQfp16) migrates an existing
     collection when it is next opened: rebuilt from the stored embeddings, nothing re-encoded."""
     small = {"nlist_factor": 1.0, "train_points_per_list": 10, "train_threshold": 90}
@@ -212,9 +222,13 @@ def test_a_write_the_database_refuses_is_set_aside_and_the_rest_written(
     database refuses the batch whole (nothing committed, ``WriteRefused``), and
     ``write_skipping_refused`` writes the others in order and says which one and why."""
     year_10000 = datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5)))
-    unstorable = [DocumentWrite.model_construct(**{**DocumentWrite(id="late", text="x").model_dump(), "updated_at": year_10000})]
+    unstorable = [
+        DocumentWrite.model_construct(**{**DocumentWrite(id="late", text="x").model_dump(), "updated_at": year_10000})
+    ]
     if store_url.startswith("postgresql"):  # psycopg2's own refusal
-        unstorable.append(DocumentWrite.model_construct(**{**DocumentWrite(id="nul", text="x").model_dump(), "text": "a\x00b"}))
+        unstorable.append(
+            DocumentWrite.model_construct(**{**DocumentWrite(id="nul", text="x").model_dump(), "text": "a\x00b"})
+        )
     with open_collection(_settings(tmp_path, store_url), encoder=hash_encoder) as collection:
         for bad in unstorable:
             with pytest.raises(WriteRefused, match="the store refused it"):
@@ -231,13 +245,11 @@ def test_a_write_the_database_refuses_is_set_aside_and_the_rest_written(
 
 def test_only_bad_data_is_a_refusal_not_a_database_in_trouble(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'store.sqlite'}")
-    with pytest.raises(WriteRefused, match="ValueError: bad value"):
-        with store.writing():
-            raise ValueError("bad value")
+    with pytest.raises(WriteRefused, match="ValueError: bad value"), store.writing():
+        raise ValueError("bad value")
     locked = OperationalError("UPDATE counters", {}, Exception("database is locked"))
-    with pytest.raises(OperationalError):  # comes again later: never set aside as the data's fault
-        with store.writing():
-            raise locked
+    with pytest.raises(OperationalError), store.writing():  # comes again later: never set aside as the data's fault
+        raise locked
     assert store.last_seq() == 0
 
 

@@ -58,7 +58,9 @@ def test_a_line_the_store_refuses_is_reported_and_the_rest_of_its_batch_written(
 ) -> None:
     """A refusal the checks at the door did not foresee (the store's write is wrapped here to
     refuse one id): that line is a bad line, its batch neighbours are written."""
-    source = _write_jsonl(tmp_path / "docs.jsonl", [json.dumps({"id": i, "text": f"text {i}"}) for i in ("a", "refused", "c", "d")])
+    source = _write_jsonl(
+        tmp_path / "docs.jsonl", [json.dumps({"id": i, "text": f"text {i}"}) for i in ("a", "refused", "c", "d")]
+    )
     with open_collection(load_settings(data_dir=tmp_path / "data"), encoder=hash_encoder) as collection:
         refuse_writes_of(monkeypatch, collection, "refused", "the store refused it: ValueError: not this one")
         report = ingest(collection, source, batch_size=3, max_text_chars=100)
@@ -79,7 +81,7 @@ def test_rerun_skips_unchanged_and_applies_edits(tmp_path: Path, hash_encoder: H
 
         lines = SAMPLE.read_text(encoding="utf-8").splitlines()
         edited = json.loads(lines[0]) | {"text": "an edited body about tokenisers"}
-        source = _write_jsonl(tmp_path / "edit.jsonl", [json.dumps(edited)] + lines[1:])
+        source = _write_jsonl(tmp_path / "edit.jsonl", [json.dumps(edited), *lines[1:]])
         third = ingest(collection, source, 16, 10**6)
         assert (third.applied, third.unchanged) == (1, 39)
         doc = collection.store.get(edited["id"])
@@ -104,7 +106,10 @@ def test_a_bulk_load_trains_the_vector_index_once_on_everything_it_read(
         tmp_path / "docs.jsonl", [json.dumps({"id": f"d{i}", "text": f"word{i} topic{i % 7}"}) for i in range(200)]
     )
     settings = load_settings(data_dir=tmp_path / "data", index=small)
-    with caplog.at_level("INFO", logger="indexer.writer"), open_collection(settings, encoder=hash_encoder) as collection:
+    with (
+        caplog.at_level("INFO", logger="indexer.writer"),
+        open_collection(settings, encoder=hash_encoder) as collection,
+    ):
         report = ingest(collection, source, batch_size=30, max_text_chars=100)
         assert report.applied == 200
         vectors = collection.vectors
@@ -115,7 +120,9 @@ def test_a_bulk_load_trains_the_vector_index_once_on_everything_it_read(
         assert (collection.vectors.trained_size, collection.vectors.count) == (200, 200)
 
 
-def test_a_bulk_load_that_fails_leaves_the_training_to_the_next_write(tmp_path: Path, hash_encoder: HashEncoder) -> None:
+def test_a_bulk_load_that_fails_leaves_the_training_to_the_next_write(
+    tmp_path: Path, hash_encoder: HashEncoder
+) -> None:
     small = {"nlist_factor": 2.0, "train_points_per_list": 4, "train_threshold": 40}
     settings = load_settings(data_dir=tmp_path / "data", index=small)
     docs = [DocumentWrite(id=f"d{i}", text=f"word{i} topic{i % 7}") for i in range(101)]

@@ -33,9 +33,9 @@ def test_bm25_with_english_stemming_and_stopwords(index: LexicalIndex) -> None:
 
 
 def test_chinese_and_mixed_queries(index: LexicalIndex) -> None:
-    assert [k for k, _ in index.search("机器学习", 10)][0] == 3
+    assert next(k for k, _ in index.search("机器学习", 10)) == 3
     assert {k for k, _ in index.search("语义搜索", 10)} == {3}
-    assert [k for k, _ in index.search("DeepSeek 模型", 10)][0] == 4
+    assert next(k for k, _ in index.search("DeepSeek 模型", 10)) == 4
     assert {k for k, _ in index.search("semantic search", 10)} == {4}
 
 

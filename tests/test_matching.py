@@ -21,7 +21,7 @@ SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "sample.jsonl"
 
 
 def _features(text: str, df: dict[str, int] | None = None, n: int = 1000):
-    terms = [t.lower().strip("?\"") for t in text.split()]
+    terms = [t.lower().strip('?"') for t in text.split()]
     return analyse_query(text, terms, lambda t: (df or {}).get(t, 10), n)
 
 
@@ -76,7 +76,8 @@ def test_fitting_learns_weights_that_depend_on_the_query() -> None:
     fixed = WeightModel.constant(best_constant([train]))
     model = fit([train])
     assert model_ndcg(model, test) > model_ndcg(fixed, test) + 0.2
-    lexical_query = np.zeros(len(MODEL_FEATURES)); lexical_query[0] = 2.0
+    lexical_query = np.zeros(len(MODEL_FEATURES))
+    lexical_query[0] = 2.0
     assert model.weights(lexical_query)["lexical"] > model.weights(-lexical_query)["lexical"]
     report = cross_validation_report([train, test], folds=3)
     assert [r["train"] for r in report] == ["toy1", "toy2", "toy1 (3 folds)", "toy2 (3 folds)"]

@@ -85,8 +85,10 @@ def schema_of(url: str) -> dict[str, Any]:
         if engine.dialect.name == "sqlite":
             with engine.connect() as conn:
                 rows = conn.execute(
-                    text("SELECT type, name, sql FROM sqlite_master WHERE name != 'alembic_version' "
-                         "AND name NOT LIKE 'sqlite_autoindex%' ORDER BY name")
+                    text(
+                        "SELECT type, name, sql FROM sqlite_master WHERE name != 'alembic_version' "
+                        "AND name NOT LIKE 'sqlite_autoindex%' ORDER BY name"
+                    )
                 ).all()
             return {name: (kind, " ".join((sql or "").split())) for kind, name, sql in rows}
         found = inspect(engine)
@@ -105,8 +107,12 @@ def schema_of(url: str) -> dict[str, Any]:
             }
         with engine.connect() as conn:
             schema["sequences"] = sorted(
-                conn.execute(text("SELECT sequencename, data_type::text, start_value, increment_by "
-                                  "FROM pg_sequences WHERE schemaname = 'public'")).all()
+                conn.execute(
+                    text(
+                        "SELECT sequencename, data_type::text, start_value, increment_by "
+                        "FROM pg_sequences WHERE schemaname = 'public'"
+                    )
+                ).all()
             )
         return schema
     finally:
@@ -123,7 +129,8 @@ def newer_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
     """A revision after this code's head, as the next release would ship it: adds a column."""
     folder = tmp_path / "newer_versions"
     folder.mkdir()
-    (folder / "0002_note.py").write_text(textwrap.dedent(f'''
+    (folder / "0002_note.py").write_text(
+        textwrap.dedent(f'''
         import sqlalchemy as sa
         from alembic import op
 
@@ -139,7 +146,8 @@ def newer_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
         def downgrade():
             with op.batch_alter_table("documents") as batch:
                 batch.drop_column("note")
-    '''))
+    ''')
+    )
     monkeypatch.setattr(migrations, "version_locations", [*migrations.version_locations, folder])
     yield "0002"
 
@@ -168,7 +176,12 @@ def test_store_created_before_alembic_is_stamped_and_keeps_working(url: str) -> 
     first = store.get("doc-1")
     assert first is not None
     assert (first.key, first.title, first.text, first.metadata, first.category, first.version) == (
-        1, "First", "the first document", {"lang": "en", "n": 1}, "news", 1
+        1,
+        "First",
+        "the first document",
+        {"lang": "en", "n": 1},
+        "news",
+        1,
     )
     assert first.created_at == datetime(2024, 5, 1, 12, tzinfo=UTC)
     assert first.updated_at == datetime(2024, 5, 2, 12, tzinfo=UTC)
@@ -278,9 +291,7 @@ def test_migrations_match_the_models(url: str) -> None:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            context = MigrationContext.configure(
-                conn, opts={"compare_type": True, "compare_server_default": True}
-            )
+            context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
             assert compare_metadata(context, Base.metadata) == []
     finally:
         engine.dispose()
@@ -327,7 +338,8 @@ def test_a_failed_migration_changes_nothing(url: str, tmp_path: Path, monkeypatc
     Store(url).close()
     broken = tmp_path / "broken_versions"
     broken.mkdir()
-    (broken / "0002_broken.py").write_text(textwrap.dedent(f'''
+    (broken / "0002_broken.py").write_text(
+        textwrap.dedent(f'''
         import sqlalchemy as sa
         from alembic import op
 
@@ -342,7 +354,8 @@ def test_a_failed_migration_changes_nothing(url: str, tmp_path: Path, monkeypatc
 
         def downgrade():
             pass
-    '''))
+    ''')
+    )
     monkeypatch.setattr(migrations, "version_locations", [*migrations.version_locations, broken])
     with pytest.raises(Exception, match="no_such_function"):
         Store(url)
@@ -356,7 +369,7 @@ def test_a_store_from_a_newer_release_is_refused(url: str) -> None:
         conn.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
     engine.dispose()
     for migrate_on_start in (True, False):
-        with pytest.raises(SchemaError, match="9999_from_the_future.*newer release"):
+        with pytest.raises(SchemaError, match=r"9999_from_the_future.*newer release"):
             Store(url, migrate_on_start=migrate_on_start)
 
 
@@ -423,13 +436,17 @@ def test_dss_migrate_in_a_process_with_a_config_file(tmp_path: Path, postgres_ur
     config.write_text(f"store:\n  url: {postgres_url}\n")
     command = [sys.executable, "-c", "from api.cli import app; app()", "migrate", "--config", str(config)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    check = subprocess.run([*command, "--check"], check=False, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    check = subprocess.run(
+        [*command, "--check"], check=False, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env
+    )
     assert check.returncode == 1, check.stderr
     assert "empty database" in check.stdout
     run = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
     assert run.returncode == 0, run.stderr
     assert "store: none: empty database" in run.stdout and f"now:   {HEAD}" in run.stdout
-    check = subprocess.run([*command, "--check"], check=False, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    check = subprocess.run(
+        [*command, "--check"], check=False, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env
+    )
     assert check.returncode == 0 and f"up to date at {HEAD}" in check.stdout
     assert revision_of(postgres_url) == HEAD
 

@@ -1,6 +1,6 @@
 """Multi-objective reranking: freshness decay, MMR diversity, and their switches."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +9,8 @@ import pytest
 from indexer.collection import open_collection
 from search.config import load_settings
 from search.documents import DocumentWrite
-from search.request import RankOptions, SearchRequest
 from search.ranking.rerank import RerankWeights, freshness_scores, rerank
+from search.request import RankOptions, SearchRequest
 
 NOW = 1_800_000_000.0
 DAY = 86_400.0
@@ -26,7 +26,9 @@ def test_switched_off_the_relevance_order_is_kept() -> None:
     relevance = np.sort(rng.uniform(size=50))[::-1]
     keys = list(rng.permutation(1000)[:50])
     vectors = rng.normal(size=(50, 8))
-    result = rerank(keys, relevance, RerankWeights(0.0, 0.0, 30), [NOW - rng.uniform(0, 1e8) for _ in keys], vectors, NOW)
+    result = rerank(
+        keys, relevance, RerankWeights(0.0, 0.0, 30), [NOW - rng.uniform(0, 1e8) for _ in keys], vectors, NOW
+    )
     assert result.keys == [int(k) for k in keys]
 
 
@@ -40,7 +42,8 @@ def test_freshness_lifts_a_newer_document() -> None:
 
 
 def test_diversity_pushes_a_near_duplicate_down() -> None:
-    a = np.array([1.0, 0.0]); b = np.array([0.0, 1.0])
+    a = np.array([1.0, 0.0])
+    b = np.array([0.0, 1.0])
     vectors = np.stack([a, a * 0.999 + b * 0.001, b])
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     same = rerank([1, 2, 3], [1.0, 0.99, 0.9], RerankWeights(0.0, 0.0, 30), [None] * 3, vectors, NOW)
@@ -50,17 +53,33 @@ def test_diversity_pushes_a_near_duplicate_down() -> None:
 
 
 def test_engine_reranks_for_temporal_intent_and_on_request(tmp_path: Path, minilm) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     docs = [
-        DocumentWrite(id="old", title="Phone review", text="a phone with a great camera and long battery", updated_at=now - timedelta(days=900)),
-        DocumentWrite(id="new", title="Phone review", text="a phone with a great camera and a long battery", updated_at=now - timedelta(days=2)),
-        DocumentWrite(id="copy", title="Phone review", text="a phone with a great camera and long battery!", updated_at=now - timedelta(days=900)),
+        DocumentWrite(
+            id="old",
+            title="Phone review",
+            text="a phone with a great camera and long battery",
+            updated_at=now - timedelta(days=900),
+        ),
+        DocumentWrite(
+            id="new",
+            title="Phone review",
+            text="a phone with a great camera and a long battery",
+            updated_at=now - timedelta(days=2),
+        ),
+        DocumentWrite(
+            id="copy",
+            title="Phone review",
+            text="a phone with a great camera and long battery!",
+            updated_at=now - timedelta(days=900),
+        ),
         DocumentWrite(id="tea", title="Green tea", text="how to brew green tea", updated_at=now - timedelta(days=5)),
     ]
     settings = load_settings(data_dir=tmp_path / "data")
     with open_collection(settings, encoder=minilm) as collection:
         collection.write(docs)
         engine = collection.engine
+
         def ids(query: str, **options) -> list[str]:
             return [h.id for h in engine.search(SearchRequest(query, k=4, options=RankOptions(**options))).hits]
 

@@ -19,6 +19,8 @@ import pytest
 from tests.conftest import SAMPLE
 from tests.tiny_deepseek import build_tiny_deepseek
 
+pytestmark = pytest.mark.integration  # `dss serve` in a subprocess
+
 DSS = [sys.executable, "-m", "api"]
 
 
@@ -66,7 +68,10 @@ class Server:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
     data = tmp_path_factory.mktemp("served") / "data"
     _dss("ingest", str(SAMPLE), "--data-dir", str(data))
-    keys = {role: _dss("keys", "create", "--role", role, "--data-dir", str(data)).strip() for role in ("reader", "writer", "admin")}
+    keys = {
+        role: _dss("keys", "create", "--role", role, "--data-dir", str(data)).strip()
+        for role in ("reader", "writer", "admin")
+    }
     server = Server(data)
     yield server, keys
     server.stop()
@@ -80,12 +85,16 @@ def test_search_write_delete_over_http(served) -> None:
         assert result.status_code == 200 and result.json()["hits"][0]["id"] == "sci-002"
         assert result.headers["X-Request-ID"]
         assert client.get("/search", params={"q": "x"}).status_code == 401
-        added = client.post("/documents", json={"documents": [{"id": "http-1", "text": "ornithopter flapping wing"}]}, headers=writer)
+        added = client.post(
+            "/documents", json={"documents": [{"id": "http-1", "text": "ornithopter flapping wing"}]}, headers=writer
+        )
         assert added.json()["applied"] == 1
         hits = client.get("/search", params={"q": "ornithopter", "mode": "lexical"}, headers=reader).json()["hits"]
         assert [h["id"] for h in hits] == ["http-1"]
         assert client.delete("/documents/http-1", headers=writer).status_code == 200
-        assert client.get("/search", params={"q": "ornithopter", "mode": "lexical"}, headers=reader).json()["hits"] == []
+        assert (
+            client.get("/search", params={"q": "ornithopter", "mode": "lexical"}, headers=reader).json()["hits"] == []
+        )
         assert "dss_http_request_duration_seconds" in client.get("/metrics", headers={"X-API-Key": keys["admin"]}).text
         assert client.get("/docs").status_code == 200
     lines = [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
@@ -108,7 +117,9 @@ def test_queries_never_fail_during_reindex_and_switch_once(tmp_path: Path) -> No
         with httpx.Client(base_url=server.url, timeout=30) as client:
             while not stop.is_set():
                 try:
-                    r = client.get("/search", params={"q": "latest phone camera", "k": 5, "mode": "dense"}, headers=admin)
+                    r = client.get(
+                        "/search", params={"q": "latest phone camera", "k": 5, "mode": "dense"}, headers=admin
+                    )
                     if r.status_code != 200:
                         failures.append(f"{r.status_code} {r.text[:200]}")
                     else:
@@ -129,7 +140,10 @@ def test_queries_never_fail_during_reindex_and_switch_once(tmp_path: Path) -> No
                 headers=admin,
             ).json()
             deadline = time.time() + 120
-            while (state := client.get(f"/admin/jobs/{job['id']}", headers=admin).json())["state"] in ("queued", "running"):
+            while (state := client.get(f"/admin/jobs/{job['id']}", headers=admin).json())["state"] in (
+                "queued",
+                "running",
+            ):
                 assert time.time() < deadline
                 time.sleep(0.2)
             assert state["state"] == "succeeded", state

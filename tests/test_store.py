@@ -1,5 +1,5 @@
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -13,14 +13,12 @@ from search.store import SchemaError, Store
 
 def _upsert(store: Store, doc: DocumentWrite, version: int) -> int:
     with store.writing() as batch:
-        return batch.upsert(
-            doc, version, doc.content_hash(), np.ones(4, np.float32).tobytes(), "enc", None
-        )
+        return batch.upsert(doc, version, doc.content_hash(), np.ones(4, np.float32).tobytes(), "enc", None)
 
 
 def test_upsert_get_and_sequence(store_url: str) -> None:
     store = Store(store_url)
-    when = datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc)
+    when = datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
     doc = DocumentWrite(id="d1", title="T", text="body", metadata={"a": [1, 2]}, category="c", updated_at=when)
     assert _upsert(store, doc, 1) == 1
     assert _upsert(store, DocumentWrite(id="d2", text="x"), 1) == 2
@@ -59,7 +57,10 @@ def test_changes_since_returns_latest_state_in_sequence_order(store_url: str) ->
         batch.delete("d3", 2)  # seq 7
     changes = [d for docs in store.changes_since(2, batch_size=2) for d in docs]
     assert [(d.id, d.seq, d.deleted) for d in changes] == [
-        ("d2", 3, False), ("d4", 5, False), ("d1", 6, False), ("d3", 7, True)
+        ("d2", 3, False),
+        ("d4", 5, False),
+        ("d1", 6, False),
+        ("d3", 7, True),
     ]
     assert np.frombuffer(changes[0].embedding, np.float32).shape == (4,)
     store.close()
@@ -68,10 +69,9 @@ def test_changes_since_returns_latest_state_in_sequence_order(store_url: str) ->
 def test_failed_transaction_allocates_no_sequence(store_url: str) -> None:
     store = Store(store_url)
     _upsert(store, DocumentWrite(id="d1", text="a"), 1)
-    with pytest.raises(RuntimeError):
-        with store.writing() as batch:
-            batch.upsert(DocumentWrite(id="d2", text="b"), 1, "h", b"", "enc", None)
-            raise RuntimeError("crash before commit")
+    with pytest.raises(RuntimeError), store.writing() as batch:
+        batch.upsert(DocumentWrite(id="d2", text="b"), 1, "h", b"", "enc", None)
+        raise RuntimeError("crash before commit")
     assert store.last_seq() == 1
     assert store.get("d2") is None
     assert _upsert(store, DocumentWrite(id="d3", text="c"), 1) == 2
@@ -91,16 +91,21 @@ def test_keys_are_stable_across_updates(store_url: str) -> None:
 def test_result_pages_hydrate_as_the_store_reads(store_url: str) -> None:
     # SQLite hydrates pages through its own sqlite3 connection: same documents, same types.
     store = Store(store_url)
-    when = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
-    _upsert(store, DocumentWrite(id="full", title="T", text="body", metadata={"a": [1, {"b": None}], "z": "ü"},
-                                 category="c", updated_at=when), 1)
+    when = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    _upsert(
+        store,
+        DocumentWrite(
+            id="full", title="T", text="body", metadata={"a": [1, {"b": None}], "z": "ü"}, category="c", updated_at=when
+        ),
+        1,
+    )
     _upsert(store, DocumentWrite(id="bare", text="x"), 1)
     _upsert(store, DocumentWrite(id="gone", text="y"), 1)
     keys = {doc_id: store.get(doc_id).key for doc_id in ("full", "bare", "gone")}
     with store.writing() as batch:
         batch.delete("gone", 2)
     _upsert(store, DocumentWrite(id="bare", text="changed"), 2)  # a commit after the reader opened
-    page = store.get_by_keys(list(keys.values()) + [10_000])
+    page = store.get_by_keys([*list(keys.values()), 10000])
     assert set(page) == {keys["full"], keys["bare"]}  # deleted and unknown keys are left out
     for doc_id in ("full", "bare"):
         expected = store.get(doc_id)
@@ -131,6 +136,7 @@ def _open_store_at_barrier(url: str, barrier: Any) -> None:
     Store(url).close()
 
 
+@pytest.mark.integration  # spawned processes
 def test_processes_creating_the_same_store_at_once_all_start(store_url: str) -> None:
     """A query service and a consumer starting together on an empty database must not race
     each other into an error (both create the tables and the schema-version row)."""
@@ -153,8 +159,18 @@ def test_metadata_filters_compare_json_types_without_casting(store_url: str) -> 
     """A filter matches a field's JSON value, never a cast of it: on PostgreSQL a cast of a
     non-number failed the whole query, on SQLite "abc" matched 0 and 1.5 matched 1."""
     store = Store(store_url)
-    values = {"int": 1, "real": 1.0, "half": 1.5, "string": "1", "word": "abc", "true": True,
-              "false": False, "list": [1], "object": {"n": 1}, "null": None}
+    values = {
+        "int": 1,
+        "real": 1.0,
+        "half": 1.5,
+        "string": "1",
+        "word": "abc",
+        "true": True,
+        "false": False,
+        "list": [1],
+        "object": {"n": 1},
+        "null": None,
+    }
     keys = {}
     for name, value in values.items():
         _upsert(store, DocumentWrite(id=name, text="x", metadata={"n": value, "it's.a key": name}), 1)

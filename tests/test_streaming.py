@@ -21,7 +21,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from api.app import create_app
 from indexer.collection import open_collection
-from indexer.versioning import VersionState, decide, Outcome
+from indexer.versioning import Outcome, VersionState, decide
 from search.config import Settings, load_settings
 from streaming.consumer import DocumentConsumer
 from streaming.producer import make_producer, publish
@@ -91,12 +91,29 @@ def test_event_schema() -> None:
         (b"a", json.dumps({"schema": 1, "op": "upsert", "id": "a", "version": "3"}).encode(), "version"),
         (b"a", json.dumps({"schema": 2, "op": "upsert", "id": "a", "version": 3}).encode(), "schema"),
         (b"a", json.dumps({"schema": 1, "op": "merge", "id": "a", "version": 3}).encode(), "op"),
-        (b"a", json.dumps({"schema": 1, "op": "upsert", "id": "a", "version": 3, "text": "y" * 200}).encode(), "character limit"),
+        (
+            b"a",
+            json.dumps({"schema": 1, "op": "upsert", "id": "a", "version": 3, "text": "y" * 200}).encode(),
+            "character limit",
+        ),
         (b"a", b"x" * 20_000, "byte limit"),
         (b"a", json.dumps({"schema": 1, "op": "upsert", "id": "a", "version": 3, "text": "\x00"}).encode(), "NUL"),
         (b"a", b'{"schema": 1, "op": "upsert", "id": "a", "version": 3, "metadata": {"x": Infinity}}', "infinity"),
-        (b"a", b'{"schema": 1, "op": "upsert", "id": "a", "version": 3, "metadata": {"x": ' + b"[" * 3000 + b"]" * 3000 + b"}}", "nested too deeply"),
-        (b"a", json.dumps({"schema": 1, "op": "upsert", "id": "a", "version": 3, "updated_at": "9999-12-31T23:00:00-05:00"}).encode(), "out of range"),
+        (
+            b"a",
+            b'{"schema": 1, "op": "upsert", "id": "a", "version": 3, "metadata": {"x": '
+            + b"[" * 3000
+            + b"]" * 3000
+            + b"}}",
+            "nested too deeply",
+        ),
+        (
+            b"a",
+            json.dumps(
+                {"schema": 1, "op": "upsert", "id": "a", "version": 3, "updated_at": "9999-12-31T23:00:00-05:00"}
+            ).encode(),
+            "out of range",
+        ),
         (b"b", good, "does not match"),
         (None, None, "empty"),
     ]:
@@ -109,11 +126,27 @@ def test_produce_consume_search_and_delete_through_the_api(tmp_path: Path, broke
     with TestClient(create_app(settings, open_collection(settings, encoder=minilm), consume=True)) as client:
         _wait(lambda: client.get("/ready").json()["checks"]["broker"] == "ok", what="consumer ready")
         producer = make_producer(settings.kafka)
-        publish(producer, settings.kafka.topic, [
-            DocumentEvent.model_validate({"schema": 1, "op": "upsert", "id": "k1", "version": 1,
-                                          "title": "Ornithopters", "text": "flapping wing aircraft", "category": "aviation"}),
-        ])
-        search = lambda mode: [h["id"] for h in client.get("/search", params={"q": "flapping wing ornithopter", "mode": mode}).json()["hits"]]
+        publish(
+            producer,
+            settings.kafka.topic,
+            [
+                DocumentEvent.model_validate(
+                    {
+                        "schema": 1,
+                        "op": "upsert",
+                        "id": "k1",
+                        "version": 1,
+                        "title": "Ornithopters",
+                        "text": "flapping wing aircraft",
+                        "category": "aviation",
+                    }
+                ),
+            ],
+        )
+        search = lambda mode: [
+            h["id"]
+            for h in client.get("/search", params={"q": "flapping wing ornithopter", "mode": mode}).json()["hits"]
+        ]
         _wait(lambda: "k1" in search("lexical"), what="event visible in search")
         assert search("dense")[0] == "k1" and search("hybrid")[0] == "k1"
         publish(producer, settings.kafka.topic, [_event("k1", 2, op="delete")])
@@ -121,22 +154,35 @@ def test_produce_consume_search_and_delete_through_the_api(tmp_path: Path, broke
         for mode in ("dense", "lexical", "hybrid"):
             assert "k1" not in search(mode)
         metrics = client.app.state.services.metrics.registry
-        _wait(lambda: metrics.get_sample_value("dss_consumer_events_total", {"outcome": "applied"}) == 2, what="metrics")
+        _wait(
+            lambda: metrics.get_sample_value("dss_consumer_events_total", {"outcome": "applied"}) == 2, what="metrics"
+        )
         producer.close()
 
 
 def test_duplicates_reordering_and_no_resurrection(tmp_path: Path, broker: Broker) -> None:
     settings = _settings(tmp_path, broker.bootstrap)
     with _consuming(settings) as (collection, consumer, producer):
-        publish(producer, settings.kafka.topic, [
-            _event("a", 1, text="first"), _event("a", 1, text="first"),  # duplicate delivery
-            _event("a", 3, text="third"), _event("a", 2, text="second"),  # out of order
-            _event("b", 1, text="bee"), _event("b", 2, op="delete"), _event("b", 1, text="bee again"),  # late older upsert
-            _event("c", 5, op="delete"), _event("c", 4, text="never"),  # delete before the upsert arrives
-            _event("done", 1, text="marker"),
-        ])
+        publish(
+            producer,
+            settings.kafka.topic,
+            [
+                _event("a", 1, text="first"),
+                _event("a", 1, text="first"),  # duplicate delivery
+                _event("a", 3, text="third"),
+                _event("a", 2, text="second"),  # out of order
+                _event("b", 1, text="bee"),
+                _event("b", 2, op="delete"),
+                _event("b", 1, text="bee again"),  # late older upsert
+                _event("c", 5, op="delete"),
+                _event("c", 4, text="never"),  # delete before the upsert arrives
+                _event("done", 1, text="marker"),
+            ],
+        )
         events = consumer.metrics.registry.get_sample_value
-        counted = lambda: sum(events("dss_consumer_events_total", {"outcome": o}) or 0 for o in ("applied", "unchanged", "stale"))
+        counted = lambda: sum(
+            events("dss_consumer_events_total", {"outcome": o}) or 0 for o in ("applied", "unchanged", "stale")
+        )
         _wait(lambda: counted() == 10, what="all events")
         assert collection.store.get("a").text == "third" and collection.store.get("a").version == 3
         assert collection.store.get("b") is None and collection.store.get("c") is None
@@ -162,7 +208,13 @@ def test_poison_events_go_to_the_dead_letter_topic(tmp_path: Path, broker: Broke
         # What no store could hold; each had failed its whole batch, again and again.
         (b"p5", json.dumps({**head, "id": "p5", "text": "nul \x00 inside"}).encode()),
         (b"p6", b'{"schema": 1, "op": "upsert", "version": 1, "id": "p6", "metadata": {"x": NaN}}'),
-        (b"p7", b'{"schema": 1, "op": "upsert", "version": 1, "id": "p7", "metadata": {"x": ' + b"[" * 1500 + b"]" * 1500 + b"}}"),
+        (
+            b"p7",
+            b'{"schema": 1, "op": "upsert", "version": 1, "id": "p7", "metadata": {"x": '
+            + b"[" * 1500
+            + b"]" * 1500
+            + b"}}",
+        ),
         (b"p8", _event("p8", 1, text="refused by the store").to_json()),
     ]
     for key, value in poison:
@@ -171,9 +223,16 @@ def test_poison_events_go_to_the_dead_letter_topic(tmp_path: Path, broker: Broke
     raw.flush()
     dead = lambda: consumer.metrics.registry.get_sample_value("dss_consumer_events_total", {"outcome": "dead_lettered"})
     good = [f"okp{i}" for i in range(1, 9)]
-    _wait(lambda: all(collection.store.get(i) is not None for i in good) and dead() == 8, what="the good events beside the poison")
-    dlq = KafkaConsumer(settings.kafka.dead_letter_topic, bootstrap_servers=broker.bootstrap,
-                        auto_offset_reset="earliest", consumer_timeout_ms=10_000)
+    _wait(
+        lambda: all(collection.store.get(i) is not None for i in good) and dead() == 8,
+        what="the good events beside the poison",
+    )
+    dlq = KafkaConsumer(
+        settings.kafka.dead_letter_topic,
+        bootstrap_servers=broker.bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=10_000,
+    )
     letters = {}
     for record in dlq:
         letters[record.key] = json.loads(record.value)
@@ -245,6 +304,7 @@ def _consumer_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+@pytest.mark.integration  # starts a broker of its own
 def test_broker_stopped_and_restarted_while_consuming(tmp_path: Path) -> None:
     """Against the deployed shape: a `dss consume` process, watched through its metrics."""
     import httpx
@@ -258,7 +318,9 @@ def test_broker_stopped_and_restarted_while_consuming(tmp_path: Path) -> None:
     log = (tmp_path / "consumer.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "api", "consume", "--metrics-port", str(port)],
-        env=_consumer_env(settings), stdout=log, stderr=subprocess.STDOUT,
+        env=_consumer_env(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
 
     def up() -> float | None:
@@ -342,13 +404,16 @@ def test_kill_9_mid_batch_then_restart_converges_exactly(tmp_path: Path, broker:
 
     env = _consumer_env(settings)
     log = (tmp_path / "consumer.log").open("w")
-    consume = lambda: subprocess.Popen([sys.executable, "-m", "api", "consume"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    consume = lambda: subprocess.Popen(
+        [sys.executable, "-m", "api", "consume"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
 
     producer = make_producer(settings.kafka)
     first = consume()
     publish(producer, settings.kafka.topic, events)
     store_url = settings.store_url
     from search.store import Store
+
     probe = lambda: Store(store_url).last_seq() if (settings.data_dir / "store.sqlite").exists() else 0
     _wait(lambda: probe() > 100, timeout=120, what="the consumer to apply some batches")
     os.kill(first.pid, signal.SIGKILL)  # in the middle of a run of batches

@@ -15,18 +15,25 @@ import pytest
 from tests.conftest import SAMPLE
 from tests.test_server import Server, _dss
 
+pytestmark = pytest.mark.integration  # spawned serving processes (dss serve --workers)
+
 
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str], Path]]:
     data = tmp_path_factory.mktemp("workers") / "data"
     _dss("ingest", str(SAMPLE), "--data-dir", str(data))
-    keys = {role: _dss("keys", "create", "--role", role, "--data-dir", str(data)).strip() for role in ("reader", "writer", "admin")}
+    keys = {
+        role: _dss("keys", "create", "--role", role, "--data-dir", str(data)).strip()
+        for role in ("reader", "writer", "admin")
+    }
     server = Server(data, "--workers", "2")
     yield server, {"X-API-Key": keys["admin"]}, data
     server.stop()
 
 
-def _from_each_worker(server: Server, headers: dict[str, str], ask: Callable[[httpx.Client], object], timeout_s: float = 120) -> dict[str, object]:
+def _from_each_worker(
+    server: Server, headers: dict[str, str], ask: Callable[[httpx.Client], object], timeout_s: float = 120
+) -> dict[str, object]:
     """``ask``'s answer from each worker: a new connection per try lands on either process;
     /ready on the same connection says which one answered (a connection stays with one)."""
     answers: dict[str, object] = {}
@@ -115,7 +122,9 @@ def test_admin_reindex_runs_on_the_primary_and_the_replica_follows(workers) -> N
         assert job.status_code == 202, job.text
         deadline = time.time() + 120
         # Polled on new connections: a replica relays the question to the primary, which runs the job.
-        while (state := httpx.get(f"{server.url}/admin/jobs/{job.json()['id']}", headers=admin).json()["state"]) != "succeeded":
+        while (
+            state := httpx.get(f"{server.url}/admin/jobs/{job.json()['id']}", headers=admin).json()["state"]
+        ) != "succeeded":
             assert state in ("queued", "running") and time.time() < deadline, state
             time.sleep(0.2)
     generation = (data / "indexes" / "CURRENT").read_text().strip()
@@ -124,7 +133,10 @@ def test_admin_reindex_runs_on_the_primary_and_the_replica_follows(workers) -> N
         served = client.get("/search", params={"q": "wing"}).json()["generation"]
         return served if served == generation else None
 
-    assert _from_each_worker(server, admin, generation_served, timeout_s=60) == {"primary": generation, "replica": generation}
+    assert _from_each_worker(server, admin, generation_served, timeout_s=60) == {
+        "primary": generation,
+        "replica": generation,
+    }
     assert (data / "replicas" / "r1" / "indexes" / "CURRENT").read_text().strip() == generation
 
 
@@ -200,19 +212,21 @@ def test_a_replica_whose_primary_is_gone_answers_admin_requests_with_503(tmp_pat
     from search.config import load_settings
 
     settings = load_settings(data_dir=tmp_path / "replica", api={"auth": False})
-    with open_collection(settings, encoder=hash_encoder) as collection:
-        with TestClient(create_app(settings, collection, primary_dir=tmp_path / "primary")) as client:
-            relayed = client.post("/admin/reindex")
-            assert relayed.status_code == 503 and "primary serving process" in relayed.json()["error"]
-            assert relayed.json()["request_id"] == relayed.headers["X-Request-ID"]
-            assert client.get("/search", params={"q": "anything"}).status_code == 200  # queries stay local
+    with (
+        open_collection(settings, encoder=hash_encoder) as collection,
+        TestClient(create_app(settings, collection, primary_dir=tmp_path / "primary")) as client,
+    ):
+        relayed = client.post("/admin/reindex")
+        assert relayed.status_code == 503 and "primary serving process" in relayed.json()["error"]
+        assert relayed.json()["request_id"] == relayed.headers["X-Request-ID"]
+        assert client.get("/search", params={"q": "anything"}).status_code == 200  # queries stay local
 
 
 def test_a_replica_copy_made_by_another_encoder_is_made_again_from_the_store(tmp_path: Path, minilm) -> None:
     from indexer.collection import open_collection
     from indexer.ingest import ingest
-    from indexer.reindex import rebuild
     from indexer.layout import current_generation
+    from indexer.reindex import rebuild
     from indexer.replica import GenerationFollower, open_replica
     from search.config import EncoderSettings, load_settings
     from search.encoders import load_encoder

@@ -16,9 +16,7 @@ from search.request import SearchRequest
 router = APIRouter(tags=["search"], dependencies=[Reader])
 
 
-@router.get(
-    "/search", response_model=SearchResponse, openapi_extra={"parameters": query_parameters(SearchQuery)}
-)
+@router.get("/search", response_model=SearchResponse, openapi_extra={"parameters": query_parameters(SearchQuery)})
 async def search_get(
     svc: ServicesDep, http: Request, request: Annotated[SearchRequest, Depends(search_query)]
 ) -> Response:

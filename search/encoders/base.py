@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -23,7 +23,7 @@ class Fingerprint:
         return f"{self.backend}:{self.model}:{self.dimension}:{self.pooling}"
 
     @classmethod
-    def parse(cls, text: str) -> "Fingerprint":
+    def parse(cls, text: str) -> Fingerprint:
         backend, model, dimension, pooling = text.rsplit(":", 3)
         return cls(backend, model, int(dimension), pooling)
 
@@ -81,4 +81,5 @@ def resolve_device(requested: str) -> str:
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
+    normalised: np.ndarray = vectors / np.maximum(norms, 1e-12)
+    return normalised

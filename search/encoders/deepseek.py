@@ -11,13 +11,17 @@ natural position ids, so a text's vector does not depend on what it was batched 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from search.config import EncoderSettings
 from search.encoders.base import Encoder, Fingerprint, resolve_device
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_MAX_SEQ_LENGTH = 512
 
@@ -29,9 +33,7 @@ class DeepSeekEncoder(Encoder):
 
         path = Path(settings.model).expanduser()
         if not path.is_dir():
-            raise ValueError(
-                f"encoder.model must be a local DeepSeek checkpoint directory, got {settings.model!r}"
-            )
+            raise ValueError(f"encoder.model must be a local DeepSeek checkpoint directory, got {settings.model!r}")
         self.settings = settings
         self.device = resolve_device(settings.device)
         self.dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
@@ -77,7 +79,7 @@ class DeepSeekEncoder(Encoder):
                 out[rows] = pooled.cpu().numpy()
         return out
 
-    def _pool(self, hidden, mask):
+    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         import torch
 
         if self.settings.pooling == "mean":

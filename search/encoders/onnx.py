@@ -22,8 +22,9 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -81,7 +82,7 @@ def export(path: Path, target: Path) -> None:
     # is held to torch by the tests (cosine 0.9999 on texts from one token to a truncated one),
     # so a first start's log need not carry those warnings.
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]  # not in torch.jit's __all__
         warnings.filterwarnings("ignore", message="Exporting aten::index operator", category=UserWarning)
         torch.onnx.export(
             Pooled(),
@@ -95,7 +96,7 @@ def export(path: Path, target: Path) -> None:
     partial.replace(target)
 
 
-def fuse(source: Path, target: Path, config: dict) -> None:
+def fuse(source: Path, target: Path, config: dict[str, Any]) -> None:
     """Layer normalisation and bias + GELU each as one kernel (ONNX Runtime's transformer
     optimiser; attention stays as exported). Measured on the int8 query model, one thread:
     2.08 -> 1.90 ms a query, the same vectors to four digits of cosine. Fusing attention too
@@ -182,7 +183,7 @@ class OnnxEncoder(Encoder):
         int8 = settings.runtime == "onnx-int8"
         cache_dir = settings.onnx_cache_dir or DEFAULT_CACHE
 
-        def session(onnx_file: Path, threads: int | None) -> "ort.InferenceSession":
+        def session(onnx_file: Path, threads: int | None) -> ort.InferenceSession:
             options = ort.SessionOptions()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             if threads:
@@ -216,6 +217,7 @@ class OnnxEncoder(Encoder):
         # "auto": the first lone queries take turns on the query threads, 1, 2 and 4 (up to the
         # cores there are), and the fastest is kept. The vectors are the same on any of them.
         lone = settings.lone_query_threads
+        counts: list[int | None]
         if not query_threads:  # the runtime's default: every core already
             counts = [query_threads]
         elif lone == "auto":
@@ -227,7 +229,7 @@ class OnnxEncoder(Encoder):
             n: self.query_session if n == query_threads else session(query_file, n) for n in self.lone_threads.options
         }
 
-    def _encode(self, texts: Sequence[str], session: "ort.InferenceSession", batch_size: int) -> np.ndarray:
+    def _encode(self, texts: Sequence[str], session: ort.InferenceSession, batch_size: int) -> np.ndarray:
         texts = list(texts)
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad less
@@ -262,8 +264,10 @@ class OnnxEncoder(Encoder):
         if self.lone_threads.record(threads, time.perf_counter() - started):
             log.info(
                 "threads for a query encoded alone, measured on the first such queries",
-                extra={"ms_by_threads": {n: round(m * 1000, 3) for n, m in self.lone_threads.medians.items()},
-                       "chosen": self.lone_threads.chosen},
+                extra={
+                    "ms_by_threads": {n: round(m * 1000, 3) for n, m in self.lone_threads.medians.items()},
+                    "chosen": self.lone_threads.chosen,
+                },
             )
         return vector
 

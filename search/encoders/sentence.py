@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -35,9 +35,9 @@ class SentenceTransformerEncoder(Encoder):
         if settings.max_seq_length:
             self.model.max_seq_length = settings.max_seq_length
         dimension = self.model.get_embedding_dimension()
-        self.fingerprint = Fingerprint(
-            "sentence-transformers", Path(settings.model).name, dimension, "model"
-        )
+        if dimension is None:
+            raise ValueError(f"{path}: the model does not report the dimension of its embeddings")
+        self.fingerprint = Fingerprint("sentence-transformers", Path(settings.model).name, dimension, "model")
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

@@ -44,7 +44,7 @@ class TrainingSet:
     gains: np.ndarray  # [Q, M] relevance grade of each candidate
     ideal: np.ndarray  # [Q] ideal DCG@10 from all judged documents
 
-    def subset(self, rows: np.ndarray) -> "TrainingSet":
+    def subset(self, rows: np.ndarray) -> TrainingSet:
         return TrainingSet(
             self.name,
             [self.query_ids[i] for i in rows],
@@ -58,7 +58,7 @@ class TrainingSet:
 
 def build_training_set(engine: SearchEngine, beir_dir: Path, batch_size: int = 64) -> TrainingSet:
     qrels = load_qrels(beir_dir)
-    queries = {q: t for q, t in load_queries(beir_dir).items() if q in qrels and qrels[q]}
+    queries = {q: t for q, t in load_queries(beir_dir).items() if qrels.get(q)}
     ids = list(queries)
     rows = []
     for start in range(0, len(ids), batch_size):
@@ -72,6 +72,7 @@ def build_training_set(engine: SearchEngine, beir_dir: Path, batch_size: int = 6
             scaled = {name: max_scaled(c.signals.get(name, {})) for name in LEARNED_SIGNALS}
             floors = {name: min(s.values(), default=0.0) for name, s in scaled.items()}
             candidates = sorted(set().union(*(s.keys() for s in scaled.values())))
+            assert c.features is not None  # analysed: the requests are dynamic
             rows.append(
                 (
                     c.features.vector(),
@@ -124,7 +125,8 @@ def model_ndcg(model: WeightModel, data: TrainingSet) -> float:
 def best_constant(sets: Sequence[TrainingSet], step: float = 0.05) -> dict[str, float]:
     """The fixed weights (a grid over the simplex) with the best mean nDCG@10."""
     grid = np.arange(0, 1 + 1e-9, step)
-    best, best_value = None, -1.0
+    best: np.ndarray | None = None
+    best_value = -1.0
     for combo in itertools.product(grid, repeat=len(LEARNED_SIGNALS) - 1):
         if sum(combo) > 1 + 1e-9:
             continue
@@ -132,6 +134,7 @@ def best_constant(sets: Sequence[TrainingSet], step: float = 0.05) -> dict[str, 
         value = float(np.mean([ndcg(d, np.tile(w, (len(d.ideal), 1))).mean() for d in sets]))
         if value > best_value:
             best, best_value = w, value
+    assert best is not None  # any nDCG beats the starting -1 (no sets: nan, and nothing to fit)
     return dict(zip(LEARNED_SIGNALS, best.tolist()))
 
 
@@ -152,7 +155,7 @@ def fit(sets: Sequence[TrainingSet], l2: float = 0.02, max_sweeps: int = 30) -> 
         return quality - l2 * float(np.sum(m.coef**2))
 
     # Free parameters: every non-reference signal's bias and coefficients.
-    params = [("bias", s, None) for s in range(1, len(model.signals))]
+    params: list[tuple[str, int, int | None]] = [("bias", s, None) for s in range(1, len(model.signals))]
     params += [("coef", s, f) for s in range(1, len(model.signals)) for f in range(len(MODEL_FEATURES))]
     current = objective(model)
     for _ in range(max_sweeps):

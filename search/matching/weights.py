@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,10 +29,10 @@ class WeightModel:
     scale: np.ndarray  # [F]
     bias: np.ndarray  # [S]
     coef: np.ndarray  # [S, F]
-    trained_on: dict = field(default_factory=dict)  # provenance: sets, queries, regularisation
+    trained_on: dict[str, Any] = field(default_factory=dict)  # provenance: sets, queries, regularisation
 
     @classmethod
-    def constant(cls, weights: dict[str, float]) -> "WeightModel":
+    def constant(cls, weights: dict[str, float]) -> WeightModel:
         """A model that gives every query the same weights (fixed linear fusion)."""
         signals = tuple(weights)
         f = len(MODEL_FEATURES)
@@ -41,19 +42,21 @@ class WeightModel:
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Logits ``[..., S]`` for raw feature vectors ``[..., F]``."""
         z = (x - self.mean) / self.scale
-        return self.bias + z @ self.coef.T
+        logits: np.ndarray = self.bias + z @ self.coef.T
+        return logits
 
     def weights_matrix(self, x: np.ndarray) -> np.ndarray:
         logits = self.logits(x)
         logits = logits - logits.max(axis=-1, keepdims=True)
         e = np.exp(logits)
-        return e / e.sum(axis=-1, keepdims=True)
+        weights: np.ndarray = e / e.sum(axis=-1, keepdims=True)
+        return weights
 
     def weights(self, x: np.ndarray) -> dict[str, float]:
         row = self.weights_matrix(np.asarray(x, dtype=np.float64)[None, :])[0]
         return {s: float(w) for s, w in zip(self.signals, row)}
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "signals": list(self.signals),
             "features": list(self.features),
@@ -68,7 +71,7 @@ class WeightModel:
         Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n")
 
     @classmethod
-    def load(cls, path: Path = SHIPPED_MODEL) -> "WeightModel":
+    def load(cls, path: Path = SHIPPED_MODEL) -> WeightModel:
         data = json.loads(Path(path).read_text())
         if tuple(data["features"]) != MODEL_FEATURES:
             raise ValueError(

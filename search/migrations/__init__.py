@@ -35,9 +35,7 @@ def alembic_config(connection: Any = None, url: str | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(HERE).replace("%", "%%"))
     config.set_main_option("path_separator", "os")
-    config.set_main_option(
-        "version_locations", os.pathsep.join(str(p).replace("%", "%%") for p in version_locations)
-    )
+    config.set_main_option("version_locations", os.pathsep.join(str(p).replace("%", "%%") for p in version_locations))
     if url is not None:
         config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     config.attributes["connection"] = connection
