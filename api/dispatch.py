@@ -3,10 +3,9 @@ the process, itself included, that holds the fewest open connections (in turn am
 so that each process holds an even share.
 
 The kernel's own ways split keep-alive connections unevenly: one shared listening socket lets
-whichever event loop wakes first take a burst (62 of 64 clients on one process, measured), and
-SO_REUSEPORT hashes each connection to a process (32 clients split 20/12 or worse one time in
-five, 16/16 one time in seven), and the busier process sets the tail latency for as long as the
-clients stay connected. Here the primary accepts on the public port and passes each accepted
+whichever event loop wakes first take a burst (nearly all clients on one process), and
+SO_REUSEPORT hashes each connection to a process (often far from even), and the busier process
+sets the tail latency for as long as the clients stay connected (docs/history.md). Here the primary accepts on the public port and passes each accepted
 socket (SCM_RIGHTS over a private Unix socket, ``dispatch.sock`` in the data directory) to the
 chosen process. A replica joins the rotation once it can answer, by connecting to that socket,
 and leaves it when that connection ends; a connection that cannot be handed over is served by

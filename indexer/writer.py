@@ -169,9 +169,9 @@ class Indexer:
     def bulk(self) -> Iterator[None]:
         """Writes whose vector index is (re)trained once, when the block ends, for everything
         written: a bulk load into an empty collection would otherwise be trained on its first
-        ``train_threshold`` documents, with lists sized for those (at 100,000 documents: 643
-        where its size asks for 2530; README, "Bulk loads"), and retrained anyway by a write a
-        few hundred documents later, in the serving process. A block that fails leaves the
+        ``train_threshold`` documents, with far fewer lists than its size asks for
+        (docs/architecture.md#vector-index), and retrained anyway by a write a few hundred
+        documents later, in the serving process. A block that fails leaves the
         training to the next catch-up (an interrupted load is not kept waiting for it)."""
         self._bulk = True
         try:
@@ -262,8 +262,8 @@ class Indexer:
     def save_changes(self) -> None:
         """``snapshot``, where the one on disk lacks what is in memory. Every change to the
         vector index is an applied change or a rebuild (which snapshots), so a collection that
-        only answered queries writes nothing when it closes: a `dss search` had rewritten the
-        whole index (83 MB at 100,000 documents) on its way out."""
+        only answered queries writes nothing when it closes (a `dss search` had rewritten the
+        whole index on its way out)."""
         if self._since_snapshot or not (self.vector_dir / MANIFEST_FILE).is_file():
             self.snapshot()
 

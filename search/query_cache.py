@@ -162,7 +162,7 @@ def _cached_page(value: bytes | None, started: float) -> SearchResult | None:
 
 
 def _encode(result: SearchResult) -> bytes:
-    # orjson writes dataclasses and datetimes itself, ~10x faster than asdict + json.dumps:
+    # orjson writes dataclasses and datetimes itself, many times faster than asdict + json.dumps:
     # this runs once per uncached query, on the event loop.
     return orjson.dumps(result, default=_plain, option=orjson.OPT_SERIALIZE_NUMPY)
 

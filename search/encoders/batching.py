@@ -1,7 +1,7 @@
 """Dynamic micro-batching of query encoding.
 
 Concurrent requests each ask for one query's embedding; encoding them one by one leaves most
-of the encoder's throughput unused (one short query ~12 ms, batched ~3 ms each on 2 cores).
+of the encoder's throughput unused (a batch costs far less per query; docs/architecture.md#micro-batching).
 A worker thread takes the first waiting request and every other one queued while the previous
 batch was being encoded, optionally waits up to ``max_wait_ms`` for more (up to ``max_batch``
 queries in all), encodes them in one call and hands each caller its rows. With no added wait,

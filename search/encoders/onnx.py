@@ -7,11 +7,10 @@ bias + GELU into single kernels, then quantises the weights of every MatMul to i
 channel (dynamic quantisation: activations are quantised on the fly, per run, so an int8 model
 encodes one text per run to keep vectors independent of their batch mates). ``onnx-int8``
 encodes everything with it; ``onnx`` with ``int8_queries`` only the queries, as does ``auto``
-(the default), which leaves the documents on torch (``split.py``). Measured on 2 CPU
-cores: fp32 ONNX matches torch to a cosine of 0.99999; int8 queries against fp32 documents keep
-cosine >= 0.987 on the cranfield and cisi queries and nDCG@10 within 0.005 of fp32 (or better)
-in the dense and default modes, at ~2.3x the fp32 query throughput on one thread. Quantising
-every op type, not just MatMul, fell to a cosine of 0.93.
+(the default), which leaves the documents on torch (``split.py``). fp32 ONNX computes torch's
+vectors; int8 queries stay close enough to fp32 documents to keep retrieval quality, at a
+fraction of the cost; quantising every op type, not just MatMul, did not (figures in
+docs/architecture.md#encoder-runtimes and docs/history.md).
 """
 
 from __future__ import annotations
@@ -98,10 +97,9 @@ def export(path: Path, target: Path) -> None:
 
 def fuse(source: Path, target: Path, config: dict[str, Any]) -> None:
     """Layer normalisation and bias + GELU each as one kernel (ONNX Runtime's transformer
-    optimiser; attention stays as exported). Measured on the int8 query model, one thread:
-    2.08 -> 1.90 ms a query, the same vectors to four digits of cosine. Fusing attention too
-    (an eager-attention export) was slower: its Q/K/V projections then stay fp32, or run as
-    QAttention, 2.95 / 2.23 ms."""
+    optimiser; attention stays as exported): faster, with the same vectors to four digits of
+    cosine. Fusing attention too was slower, since its Q/K/V projections then stay fp32 or run
+    as QAttention (docs/history.md)."""
     from onnxruntime.transformers import optimizer
 
     # The BERT optimiser's fusions are pattern matches: a graph they do not match is left as is.
@@ -175,7 +173,8 @@ class OnnxEncoder(Encoder):
         config = path / "sentence_bert_config.json"
         limit = json.loads(config.read_text()).get("max_seq_length", 512) if config.is_file() else 512
         self.max_length = settings.max_seq_length or limit
-        # The Rust tokenizer itself: the transformers wrapper around it cost ~0.5 ms a query,
+        # The Rust tokenizer itself: the transformers wrapper around it is a noticeable share of
+        # a query's encoding,
         # a tenth of the query encoder's time. Same ids (tested).
         self.tokenizer = wrapper.backend_tokenizer
         self.tokenizer.enable_truncation(self.max_length)
@@ -189,7 +188,7 @@ class OnnxEncoder(Encoder):
             if threads:
                 options.intra_op_num_threads = threads
             # Idle pool threads would otherwise spin for work: on a small machine that burns
-            # the cores the request path needs (measured: 1.8 cores busy at one query at a time).
+            # the cores the request path needs, even at one query at a time.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             return ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
 

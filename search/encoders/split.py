@@ -2,10 +2,9 @@
 through torch, queries through the int8 ONNX model.
 
 Both give vectors of one space under one fingerprint: the documents' are the model's own, the
-queries' keep cosine >= 0.98 to fp32 and nDCG@10 within 0.005 on cranfield and cisi. Measured
-on the 2-core Intel Xeon (VNNI): torch encoded documents 1.1x (12-word windows) to 1.55x
-(cisi abstracts) as fast as ONNX fp32, and the int8 model encodes queries about 2x as fast as
-either fp32 runtime.
+queries' stay close to fp32 with no loss of retrieval quality. On the CPU torch encodes documents
+faster than ONNX fp32, and the int8 model encodes queries faster than either fp32 runtime
+(docs/architecture.md#encoder-runtimes).
 """
 
 from __future__ import annotations
