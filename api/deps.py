@@ -47,11 +47,11 @@ Admin = Depends(require(Role.admin))
 
 async def search_query(request: Request) -> SearchRequest:
     """GET /search's request (``SearchQuery.parse``, as in the fast lane): a refused query
-    string is a 422."""
+    string is a 422 whose errors are located in the query, as FastAPI locates them."""
     try:
         return SearchQuery.parse(request.scope["query_string"])
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from None
+        raise RequestValidationError([{**e, "loc": ("query", *e["loc"])} for e in exc.errors()]) from None
 
 
 def query_parameters(model: type[SearchQuery]) -> list[dict[str, Any]]:

@@ -56,9 +56,6 @@ class SearchRequest:
         """How many ranked results the page needs: those before it and its own."""
         return self.offset + self.k
 
-    def with_query(self, query: str) -> SearchRequest:
-        return replace(self, query=query)
-
     def same_but_query(self, other: SearchRequest) -> bool:
         """Whether ``other`` asks the same of the engine, but for another query (a batch of
         such requests is ranked together)."""
