@@ -374,7 +374,7 @@ def test_the_front_answers_every_get_search_as_the_route_would(tmp_path: Path, m
 
     with TestClient(bare) as route, TestClient(create_app(settings, collection)) as front:
 
-        @hyp_settings(max_examples=250, deadline=None)
+        @hyp_settings(max_examples=150, deadline=None)
         @given(_QUERY)
         def same_answer(query: str) -> None:
             expected, expected_body, _ = answer(route, query)
