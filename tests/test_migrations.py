@@ -124,13 +124,11 @@ def _upsert(store: Store, doc: DocumentWrite, version: int) -> int:
         return batch.upsert(doc, version, doc.content_hash(), np.ones(4, np.float32).tobytes(), "enc", None)
 
 
-@pytest.fixture
-def newer_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A revision after this code's head, as the next release would ship it: adds a column."""
-    folder = tmp_path / "newer_versions"
+def add_revision(folder: Path, monkeypatch: pytest.MonkeyPatch, upgrade: str, downgrade: str = "pass") -> str:
+    """A revision "0002" after this code's head, in ``folder``, found as the next release's
+    scripts would be; returns its id."""
     folder.mkdir()
-    (folder / "0002_note.py").write_text(
-        textwrap.dedent(f'''
+    body = textwrap.dedent(f"""
         import sqlalchemy as sa
         from alembic import op
 
@@ -140,16 +138,32 @@ def newer_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
         depends_on = None
 
         def upgrade():
-            with op.batch_alter_table("documents") as batch:
-                batch.add_column(sa.Column("note", sa.Text(), nullable=True))
+        {{upgrade}}
 
         def downgrade():
+        {{downgrade}}
+    """)
+    indent = lambda code: textwrap.indent(textwrap.dedent(code).strip(), "    ")
+    (folder / "0002_next.py").write_text(body.format(upgrade=indent(upgrade), downgrade=indent(downgrade)))
+    monkeypatch.setattr(migrations, "version_locations", [*migrations.version_locations, folder])
+    return "0002"
+
+
+@pytest.fixture
+def newer_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A revision after this code's head, as the next release would ship it: adds a column."""
+    yield add_revision(
+        tmp_path / "newer_versions",
+        monkeypatch,
+        upgrade="""
+            with op.batch_alter_table("documents") as batch:
+                batch.add_column(sa.Column("note", sa.Text(), nullable=True))
+        """,
+        downgrade="""
             with op.batch_alter_table("documents") as batch:
                 batch.drop_column("note")
-    ''')
+        """,
     )
-    monkeypatch.setattr(migrations, "version_locations", [*migrations.version_locations, folder])
-    yield "0002"
 
 
 def _column_names(url: str, table: str) -> list[str]:
@@ -336,27 +350,14 @@ def test_a_failed_migration_changes_nothing(url: str, tmp_path: Path, monkeypatc
     """The migration runs in one transaction: a revision that fails half-way leaves the
     store as it was (its column added, then undone), on SQLite as on PostgreSQL."""
     Store(url).close()
-    broken = tmp_path / "broken_versions"
-    broken.mkdir()
-    (broken / "0002_broken.py").write_text(
-        textwrap.dedent(f'''
-        import sqlalchemy as sa
-        from alembic import op
-
-        revision = "0002"
-        down_revision = "{HEAD}"
-        branch_labels = None
-        depends_on = None
-
-        def upgrade():
+    add_revision(
+        tmp_path / "broken_versions",
+        monkeypatch,
+        upgrade="""
             op.add_column("documents", sa.Column("half", sa.Text(), nullable=True))
             op.execute("SELECT no_such_function()")
-
-        def downgrade():
-            pass
-    ''')
+        """,
     )
-    monkeypatch.setattr(migrations, "version_locations", [*migrations.version_locations, broken])
     with pytest.raises(Exception, match="no_such_function"):
         Store(url)
     assert revision_of(url) == HEAD and "half" not in _column_names(url, "documents")
