@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from search.config import ConfigError, Settings, load_settings
+from search.request import MODES
 
 if TYPE_CHECKING:  # the heavy modules are imported inside the commands that need them
     from indexer.collection import Collection
@@ -33,7 +34,7 @@ err = Console(stderr=True)
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="YAML settings file.")]
 DataDirOption = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (store, indexes).")]
-MODE_HELP = "dense | lexical | hybrid | rrf | dynamic | default"
+MODE_HELP = " | ".join(MODES)
 ModeOption = Annotated[str, typer.Option("--mode", help=MODE_HELP)]
 
 
@@ -66,12 +67,13 @@ def _progress() -> Progress:
 @contextmanager
 def _open(settings: Settings) -> Iterator[Collection]:
     from indexer.collection import open_collection
+    from search.store import SchemaError
     from search.vector_index import EncoderMismatch
 
     with err.status("loading encoder and indexes"):
         try:
             collection = open_collection(settings)
-        except EncoderMismatch as exc:
+        except (EncoderMismatch, SchemaError) as exc:
             err.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from None
     try:
@@ -356,12 +358,16 @@ def reindex(config: ConfigOption = None, data_dir: DataDirOption = None) -> None
     """Rebuild every index from the store (re-encoding only if the encoder changed)."""
     from indexer.reindex import rebuild
     from search.encoders import load_encoder
-    from search.store import Store
+    from search.store import SchemaError, Store
 
     settings = _settings(config, data_dir)
     with err.status("loading encoder"):
         encoder = load_encoder(settings.encoder)
-    store = Store(settings.store_url, migrate_on_start=settings.store.migrate_on_start)
+    try:
+        store = Store(settings.store_url, migrate_on_start=settings.store.migrate_on_start)
+    except SchemaError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
     try:
         with _progress() as progress:
             task = progress.add_task("reindexing", total=max(store.stats().live, 1))
@@ -400,6 +406,7 @@ def serve(
 
     from api.app import create_app
     from api.logs import configure_json_logging
+    from search.store import SchemaError
     from search.vector_index import EncoderMismatch
 
     configure_json_logging()
@@ -411,7 +418,7 @@ def serve(
             serve_workers(settings, host, port, consume=consume)
         else:
             uvicorn.run(create_app(settings, consume=consume), host=host, port=port, log_config=None, access_log=False)
-    except (ConfigError, EncoderMismatch) as exc:
+    except (ConfigError, EncoderMismatch, SchemaError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
 

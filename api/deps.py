@@ -47,11 +47,16 @@ Admin = Depends(require(Role.admin))
 
 async def search_query(request: Request) -> SearchRequest:
     """GET /search's request (``SearchQuery.parse``, as in the fast lane): a refused query
-    string is a 422 whose errors are located in the query, as FastAPI locates them."""
+    string is a 422. A parameter's own errors are located in the query, as FastAPI locates
+    them; what its JSON form refuses (a NUL, a date out of range) as that form words it."""
     try:
-        return SearchQuery.parse(request.scope["query_string"])
+        query = SearchQuery.read(request.scope["query_string"])
     except ValidationError as exc:
         raise RequestValidationError([{**e, "loc": ("query", *e["loc"])} for e in exc.errors()]) from None
+    try:
+        return query.to_body().to_request()
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
 
 
 def query_parameters(model: type[SearchQuery]) -> list[dict[str, Any]]:

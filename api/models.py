@@ -12,11 +12,10 @@ from starlette.datastructures import QueryParams
 from search.config import EncoderSettings
 from search.documents import INT64, MAX_ID_LENGTH, NUL_FREE, Metadata, StoredText, Timestamp
 from search.filters import Filters
-from search.request import RankOptions, SearchRequest
+from search.request import Mode, RankOptions, SearchRequest
 
 MAX_QUERY_CHARS = 10_000
 MAX_TEXT_CHARS = 1_000_000
-Mode = Literal["dense", "lexical", "hybrid", "rrf", "dynamic", "default"]
 Signal = Literal["dense", "lexical", "title", "category"]
 # A filter value is compared in the store as what stored metadata may hold: no NUL, integers
 # of 64 bits, finite numbers.
@@ -128,8 +127,13 @@ class SearchQuery(BaseModel):
     @classmethod
     def parse(cls, query_string: bytes) -> SearchRequest:
         """The request a query string makes; raises ``ValidationError`` for what the route
-        refuses. Every value of a repeatable parameter counts, the last of any other; unknown
-        names are ignored."""
+        refuses (``read``, then ``to_body``)."""
+        return cls.read(query_string).to_body().to_request()
+
+    @classmethod
+    def read(cls, query_string: bytes) -> SearchQuery:
+        """The parameters of a query string. Every value of a repeatable parameter counts, the
+        last of any other; unknown names are ignored."""
         params = QueryParams(query_string)
         values: dict[str, str | list[str]] = {}
         for name in cls.model_fields:
@@ -138,7 +142,7 @@ class SearchQuery(BaseModel):
                     values[name] = listed
             elif (value := params.get(name)) is not None:
                 values[name] = value
-        return cls.model_validate(values).to_body().to_request()
+        return cls.model_validate(values)
 
     def to_body(self) -> SearchBody:
         """The JSON form of this query; raises ``ValidationError`` for what it would refuse

@@ -58,7 +58,7 @@ class EncoderSettings(_Section):
     # the encoder every core (docs/architecture.md#encoder-runtimes).
     query_threads: int | None = Field(1, ge=1, le=1024)
     # onnx only: intra-op threads for a query encoded alone (a micro-batch of one: nothing
-    # else was waiting), which may use the cores the rest of the path leaves idle.
+    # else was waiting to be encoded; other queries may still be ranked meanwhile).
     # "auto": the first such queries take turns on query_threads, 1, 2 and 4 threads (up to the
     # cores there are) and the fastest is kept (query_threads unless another is >= 10% faster).
     # Measured in place because whether more threads help depends on the CPU.

@@ -139,8 +139,8 @@ class ResultCache:
         request = engine.resolved(request)
         key = self.key(engine, request)
         lookups = [(key, self.ttl_s)]
-        if request.mode == "lexical":
-            embeddings = None
+        if request.mode == "lexical" or embeddings is not engine.encoder or embeddings.cache is not self.cache:
+            embeddings = None  # only the engine's own encoder, caching in these levels, may answer
         if embeddings is not None:
             lookups.append((embeddings.key(request.query), embeddings.ttl_s))
         found = self.cache.get_many(lookups, first_decides=True)

@@ -1,6 +1,6 @@
-"""One search request, as every caller states it: the HTTP routes (GET and POST), the CLI,
-the evaluation tools and the Python client all make a ``SearchRequest`` and hand it to the
-engine and the caches, which read what they need from it."""
+"""One search request, as every caller states it: the HTTP routes (GET and POST), the CLI
+and the evaluation tools all make a ``SearchRequest`` and hand it to the engine and the
+caches, which read what they need from it."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import json
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field, replace
+from typing import Literal, get_args
 
 from search.filters import Filters
 
-MODES: tuple[str, ...] = ("dense", "lexical", "hybrid", "rrf", "dynamic", "default")
+Mode = Literal["dense", "lexical", "hybrid", "rrf", "dynamic", "default"]
+MODES: tuple[str, ...] = get_args(Mode)
 SPACES = re.compile(r"\s+")
 
 
@@ -34,7 +36,8 @@ class RankOptions:
 class SearchRequest:
     """What to search for and how. ``mode`` "default" stands for the configured mode until the
     engine resolves it (``SearchEngine.resolved``). ``explain`` only shapes the HTTP answer:
-    the engine always reports each hit's signals."""
+    the engine always reports each hit's signals. Frozen, but not hashable (filters and
+    weights hold dicts): ``cache_key`` is its key."""
 
     query: str
     k: int = 10

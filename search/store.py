@@ -509,24 +509,51 @@ def prepare_schema(
 
     - an empty database gets the head revision (whatever ``migrate`` says: nothing to keep);
     - a store created before alembic (its tables, ``meta.schema_version`` 1 and no
-      ``alembic_version`` table) is stamped with the baseline revision, then treated as below;
+      ``dss_alembic_version`` table) is stamped with the baseline revision, then treated as below;
     - a store at an older revision is upgraded when ``migrate``, else ``MigrationPending``;
     - a store at a revision this code does not know (a newer release's) raises ``SchemaError``.
 
     ``dry_run`` changes nothing and reports what would be done (``report.pending``).
     """
+    from search import migrations
+
     engine = target if isinstance(target, Engine) else _migration_engine(target)
     if dry_run and _is_sqlite_file(engine) and not Path(engine.url.database or "").exists():
         engine.dispose()  # a look must not leave an empty database file behind
-        from search import migrations
-
         return SchemaReport(None, None, migrations.head())
+    if not isinstance(target, Engine) and (current := _ready_revision(target)) is not None:
+        engine.dispose()  # at the head and seeded: nothing to do, no lock taken
+        return SchemaReport(current, current, current)
     try:
         with _connect(engine, attempts) as connection, connection.begin():
             return _prepare(connection, migrate=migrate, dry_run=dry_run)
     finally:
         if engine is not target:
             engine.dispose()
+
+
+def _ready_revision(url: str | URL) -> str | None:
+    """The head revision when the store at ``url`` is there already and seeded, read without
+    a lock (a start must not queue behind another process's write transaction); else None,
+    and ``_prepare`` looks again under the lock."""
+    from search import migrations
+
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            where = connection.engine.url.render_as_string(hide_password=True)
+            if _current_revision(connection, where) != migrations.head():
+                return None
+            seeded = (
+                connection.scalar(select(MetaRow.value).where(MetaRow.key == "schema_version")) == str(SCHEMA_VERSION)
+                and connection.scalar(select(CounterRow.value).where(CounterRow.name == SEQUENCE)) is not None
+                and connection.scalar(select(MetaRow.value).where(MetaRow.key == "store_id")) is not None
+            )
+            return migrations.head() if seeded else None
+    except OperationalError:  # e.g. a file being created by another process: look under the lock
+        return None
+    finally:
+        engine.dispose()
 
 
 def _connect(engine: Engine, attempts: int) -> Connection:
@@ -568,8 +595,13 @@ def _prepare(connection: Connection, *, migrate: bool, dry_run: bool) -> SchemaR
                 "or restore a backup taken before the upgrade"
             ) from None
     current = migrations.BASELINE if legacy else before
-    if dry_run:
-        return SchemaReport(before, current, head, legacy)
+    if dry_run:  # a store from before alembic is pending until it is stamped
+        return SchemaReport(before, None if legacy else current, head, legacy)
+    if legacy and not migrate:
+        raise MigrationPending(
+            f"store at {where} was created before schema migrations. Run `dss migrate` (with the same "
+            "--config/--data-dir) to stamp and upgrade it, or set store.migrate_on_start: true"
+        )
     if legacy:
         log.info("stamping a store created before alembic", extra={"revision": migrations.BASELINE})
         command.stamp(config, migrations.BASELINE)
@@ -592,23 +624,25 @@ def _prepare(connection: Connection, *, migrate: bool, dry_run: bool) -> SchemaR
 def _current_revision(connection: Connection, where: str) -> str | None:
     """The revision in alembic's table (read directly: alembic's MigrationContext logs a line
     each time it is made, and this runs at every start)."""
-    if not inspect(connection).has_table("alembic_version"):
+    from search.migrations import VERSION_TABLE
+
+    if not inspect(connection).has_table(VERSION_TABLE):
         return None
-    found = list(connection.scalars(sql_text("SELECT version_num FROM alembic_version")))
+    found = list(connection.scalars(sql_text(f"SELECT version_num FROM {VERSION_TABLE}")))
     if len(found) > 1:
         raise SchemaError(f"store at {where} is at several schema revisions at once ({', '.join(found)})")
     return found[0] if found else None
 
 
 def _is_legacy_store(connection: Connection, where: str) -> bool:
-    """Whether a database without ``alembic_version`` holds a store created before alembic."""
+    """Whether a database without ``dss_alembic_version`` holds a store created before alembic."""
     ours = LEGACY_TABLES & set(inspect(connection).get_table_names())
     if not ours:
         return False
     if ours != LEGACY_TABLES:
         raise SchemaError(
             f"database at {where} has the table(s) {', '.join(sorted(ours))} but not "
-            f"{', '.join(sorted(LEGACY_TABLES - ours))}, and no alembic_version table: not a "
+            f"{', '.join(sorted(LEGACY_TABLES - ours))}, and no dss_alembic_version table: not a "
             "deepseek-search store this release recognises"
         )
     version = connection.scalar(select(MetaRow.value).where(MetaRow.key == "schema_version"))

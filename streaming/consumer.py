@@ -19,10 +19,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata
 from kafka.admin import NewTopic
-from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import TopicPartition
 
@@ -32,6 +32,9 @@ from search.config import Settings
 from streaming.metrics import StreamMetrics
 from streaming.producer import make_producer
 from streaming.schema import BadEvent, DocumentEvent, parse_event
+
+if TYPE_CHECKING:  # kafka-python's record type lives in an internal module
+    from kafka.consumer.fetcher import ConsumerRecord
 
 log = logging.getLogger(__name__)
 COMMIT_TIMEOUT_MS = 15_000  # past this the batch stays uncommitted and is redelivered later

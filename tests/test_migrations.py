@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from typer.testing import CliRunner
 from search import migrations
 from search.documents import DocumentWrite
 from search.filters import Filters
+from search.migrations import VERSION_TABLE
 from search.store import Base, MigrationPending, SchemaError, Store, prepare_schema
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +67,7 @@ def revision_of(url: str) -> str | None:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
     finally:
         engine.dispose()
 
@@ -86,14 +88,14 @@ def schema_of(url: str) -> dict[str, Any]:
             with engine.connect() as conn:
                 rows = conn.execute(
                     text(
-                        "SELECT type, name, sql FROM sqlite_master WHERE name != 'alembic_version' "
+                        "SELECT type, name, sql FROM sqlite_master WHERE name != 'dss_alembic_version' "
                         "AND name NOT LIKE 'sqlite_autoindex%' ORDER BY name"
                     )
                 ).all()
             return {name: (kind, " ".join((sql or "").split())) for kind, name, sql in rows}
         found = inspect(engine)
         schema: dict[str, Any] = {}
-        for table in sorted(set(found.get_table_names()) - {"alembic_version"}):
+        for table in sorted(set(found.get_table_names()) - {"dss_alembic_version"}):
             schema[table] = {
                 "columns": [
                     (c["name"], str(c["type"]), c["nullable"], c.get("default"), c.get("autoincrement"))
@@ -179,7 +181,7 @@ def _column_names(url: str, table: str) -> list[str]:
 
 def test_store_created_before_alembic_is_stamped_and_keeps_working(url: str) -> None:
     load_v0(url)
-    assert "alembic_version" not in tables_of(url) and revision_of(url) is None
+    assert "dss_alembic_version" not in tables_of(url) and revision_of(url) is None
     store = Store(url)
     assert store.schema.legacy and store.schema.before is None and store.schema.after == HEAD
     assert revision_of(url) == HEAD
@@ -235,7 +237,7 @@ def test_baseline_creates_the_schema_the_code_before_alembic_created(url: str, t
         assert schema_of(url) == legacy
         engine = create_engine(url)
         with engine.begin() as conn:
-            conn.execute(text("DROP TABLE documents, counters, meta, alembic_version"))
+            conn.execute(text("DROP TABLE documents, counters, meta, dss_alembic_version"))
         engine.dispose()
         Store(url).close()
         assert revision_of(url) == HEAD
@@ -251,7 +253,7 @@ def test_legacy_store_with_another_schema_version_is_refused_untouched(url: str)
     engine.dispose()
     with pytest.raises(SchemaError, match="schema version 2"):
         Store(url)
-    assert "alembic_version" not in tables_of(url)
+    assert "dss_alembic_version" not in tables_of(url)
 
 
 def test_a_partial_legacy_store_is_refused(url: str) -> None:
@@ -305,7 +307,8 @@ def test_migrations_match_the_models(url: str) -> None:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+            opts = {"compare_type": True, "compare_server_default": True, "version_table": VERSION_TABLE}
+            context = MigrationContext.configure(conn, opts=opts)
             assert compare_metadata(context, Base.metadata) == []
     finally:
         engine.dispose()
@@ -367,7 +370,7 @@ def test_a_store_from_a_newer_release_is_refused(url: str) -> None:
     Store(url).close()
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
+        conn.execute(text("UPDATE dss_alembic_version SET version_num = '9999_from_the_future'"))
     engine.dispose()
     for migrate_on_start in (True, False):
         with pytest.raises(SchemaError, match=r"9999_from_the_future.*newer release"):
@@ -422,7 +425,7 @@ def test_dss_migrate_refuses_a_store_from_a_newer_release(tmp_path: Path) -> Non
     Store(url).close()
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+        conn.execute(text("UPDATE dss_alembic_version SET version_num = '9999'"))
     engine.dispose()
     code, output = _dss("migrate", "--data-dir", str(tmp_path))
     assert code == 2 and "9999" in output and "newer release" in output, output
@@ -454,9 +457,28 @@ def test_dss_migrate_in_a_process_with_a_config_file(tmp_path: Path, postgres_ur
 
 def test_prepare_schema_dry_run_changes_nothing(url: str) -> None:
     load_v0(url)
-    report = prepare_schema(url, dry_run=True)
-    assert (report.before, report.after, report.legacy, report.pending) == (None, HEAD, True, False)
-    assert "alembic_version" not in tables_of(url)
+    report = prepare_schema(url, dry_run=True)  # a store from before alembic: pending until stamped
+    assert (report.before, report.after, report.legacy, report.pending) == (None, None, True, True)
+    assert "dss_alembic_version" not in tables_of(url)
+    with pytest.raises(MigrationPending, match="dss migrate"):  # stamping is a migration too
+        Store(url, migrate_on_start=False)
+    assert "dss_alembic_version" not in tables_of(url)
+
+
+def test_a_store_at_the_head_opens_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    """Only a store that needs work takes the migration lock: a process starting while
+    another holds a write transaction (SQLite's one writer) does not queue behind it."""
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    writer = Store(url)
+    with writer.writing() as batch:
+        doc = DocumentWrite(id="held", text="a write transaction held open")
+        batch.upsert(doc, 1, doc.content_hash(), np.ones(4, np.float32).tobytes(), "enc", None)
+        started = time.perf_counter()
+        reader = Store(url)
+        assert time.perf_counter() - started < 5 and reader.schema.after == HEAD
+    assert reader.get("held") is not None
+    reader.close()
+    writer.close()
 
 
 def test_migration_scripts_ship_in_the_package() -> None:

@@ -22,9 +22,12 @@ from alembic.script import ScriptDirectory
 
 HERE = Path(__file__).resolve().parent
 # The revision of a store created by deepseek-search before it used alembic: such a store
-# (its tables and a ``meta.schema_version`` row of 1, no ``alembic_version`` table) is
+# (its tables and a ``meta.schema_version`` row of 1, no ``dss_alembic_version`` table) is
 # stamped with it and then upgraded like any other.
 BASELINE = "0001"
+# Where alembic keeps the store's revision: a name of our own, so that a database shared with
+# another alembic-managed application does not read that application's revision as ours.
+VERSION_TABLE = "dss_alembic_version"
 # Where revisions are found; tests add a folder of their own to simulate a newer release.
 version_locations: list[Path] = [HERE / "versions"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+from search.migrations import VERSION_TABLE
 from search.store import Base
 
 config = context.config
@@ -14,6 +15,7 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
+        version_table=VERSION_TABLE,
         # SQLite's DDL is transactional as well; with the caller's transaction (BEGIN
         # IMMEDIATE, see search/store.py) a failed migration leaves the store as it was.
         transactional_ddl=True,
@@ -29,6 +31,7 @@ if context.is_offline_mode():
     context.configure(
         url=config.get_main_option("sqlalchemy.url"),
         target_metadata=Base.metadata,
+        version_table=VERSION_TABLE,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
     )
