@@ -30,6 +30,7 @@ from search.documents import DocumentWrite
 from search.filters import Filters
 from search.migrations import VERSION_TABLE
 from search.store import Base, MigrationPending, SchemaError, Store, prepare_schema
+from tests.test_store import _open_store_at_barrier
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -68,6 +69,16 @@ def revision_of(url: str) -> str | None:
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def execute(url: str, statement: str) -> None:
+    """One statement on the store's database, committed (what another process or an operator did)."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(statement))
     finally:
         engine.dispose()
 
@@ -235,10 +246,7 @@ def test_baseline_creates_the_schema_the_code_before_alembic_created(url: str, t
     else:
         Store(url).close()  # stamped, so nothing to compare; create a fresh one beside it
         assert schema_of(url) == legacy
-        engine = create_engine(url)
-        with engine.begin() as conn:
-            conn.execute(text("DROP TABLE documents, counters, meta, dss_alembic_version"))
-        engine.dispose()
+        execute(url, "DROP TABLE documents, counters, meta, dss_alembic_version")
         Store(url).close()
         assert revision_of(url) == HEAD
         assert schema_of(url) == legacy
@@ -247,10 +255,7 @@ def test_baseline_creates_the_schema_the_code_before_alembic_created(url: str, t
 
 def test_legacy_store_with_another_schema_version_is_refused_untouched(url: str) -> None:
     load_v0(url)
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE meta SET value = '2' WHERE key = 'schema_version'"))
-    engine.dispose()
+    execute(url, "UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     with pytest.raises(SchemaError, match="schema version 2"):
         Store(url)
     assert "dss_alembic_version" not in tables_of(url)
@@ -258,17 +263,9 @@ def test_legacy_store_with_another_schema_version_is_refused_untouched(url: str)
 
 def test_a_partial_legacy_store_is_refused(url: str) -> None:
     load_v0(url)
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP TABLE counters"))
-    engine.dispose()
+    execute(url, "DROP TABLE counters")
     with pytest.raises(SchemaError, match="not counters"):
         Store(url)
-
-
-def _open_at_barrier(url: str, barrier: Any) -> None:
-    barrier.wait()
-    Store(url).close()
 
 
 @pytest.mark.integration
@@ -276,7 +273,7 @@ def test_processes_opening_a_legacy_store_at_once_stamp_it_once(url: str) -> Non
     load_v0(url)
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(3)
-    processes = [context.Process(target=_open_at_barrier, args=(url, barrier)) for _ in range(3)]
+    processes = [context.Process(target=_open_store_at_barrier, args=(url, barrier)) for _ in range(3)]
     for process in processes:
         process.start()
     for process in processes:
@@ -368,10 +365,7 @@ def test_a_failed_migration_changes_nothing(url: str, tmp_path: Path, monkeypatc
 
 def test_a_store_from_a_newer_release_is_refused(url: str) -> None:
     Store(url).close()
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE dss_alembic_version SET version_num = '9999_from_the_future'"))
-    engine.dispose()
+    execute(url, "UPDATE dss_alembic_version SET version_num = '9999_from_the_future'")
     for migrate_on_start in (True, False):
         with pytest.raises(SchemaError, match=r"9999_from_the_future.*newer release"):
             Store(url, migrate_on_start=migrate_on_start)
@@ -379,10 +373,7 @@ def test_a_store_from_a_newer_release_is_refused(url: str) -> None:
 
 def test_schema_version_row_is_still_checked_at_head(url: str) -> None:
     Store(url).close()
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE meta SET value = '7' WHERE key = 'schema_version'"))
-    engine.dispose()
+    execute(url, "UPDATE meta SET value = '7' WHERE key = 'schema_version'")
     with pytest.raises(SchemaError, match="schema version 7; this deepseek-search expects 1"):
         Store(url)
 
@@ -423,10 +414,7 @@ def test_dss_migrate_check_and_upgrade(tmp_path: Path, newer_release: str) -> No
 def test_dss_migrate_refuses_a_store_from_a_newer_release(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.sqlite'}"
     Store(url).close()
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE dss_alembic_version SET version_num = '9999'"))
-    engine.dispose()
+    execute(url, "UPDATE dss_alembic_version SET version_num = '9999'")
     code, output = _dss("migrate", "--data-dir", str(tmp_path))
     assert code == 2 and "9999" in output and "newer release" in output, output
 
